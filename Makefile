@@ -1,0 +1,28 @@
+# sirt: `make setup` installs everything into .venv, `make test` runs the suite.
+PY ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export WANDB_MODE ?= offline
+
+.PHONY: setup test test-fast train lint fit simulate clean
+
+setup:  ## create .venv; torch first (the CPU wheel on local disk), then sirt and its dev tools
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev]"
+
+test:  ## the whole suite (what CI runs)
+	$(BIN)/pytest
+
+test-fast:  ## unit tests only, no end-to-end loop
+	$(BIN)/pytest -m "not slow"
+
+train:  ## the default run: self-improvement of the embedded model organism
+	$(BIN)/python -m sirt.train
+
+lint:
+	$(BIN)/ruff check sirt tests
+
+clean:
+	rm -rf outputs multirun .pytest_cache .ruff_cache

@@ -1,0 +1,572 @@
+"""The fitting callback: lmfit fits of a run's trajectory to the theory of paper 1.
+
+Proposition 3.1 says U_s, U_v and G decay to their limits with one shared rate r. Each part
+below tests or uses that claim: per-curve exponential fits (with a power law as the rival),
+the joint fit with one rate, the linearity of dG/dt in G, forecasts from the first k rounds,
+and the external-data strength gamma of Section 5. Every part carries a ``status`` ("ok" or
+the reason it cannot be trusted) and no part can take another down: :func:`fit_run` never
+raises on bad data.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import lmfit
+import numpy as np
+from lmfit.model import ModelResult
+
+from sirt import plotting
+from sirt.theory import Dynamics, cross_improvement
+
+log = logging.getLogger(__name__)
+
+CURVES = ("U_s", "U_v", "G", "acc", "U_s_tok", "U_v_tok")
+RISING = frozenset({"acc"})  # expected to rise; the uncertainties are expected to fall
+MIN_ROUNDS = 4
+FORECAST_MIN_K = 3
+FORECAST_QUANTITIES = ("U_s", "U_v", "G")  # the ones every method predicts
+RATE_BOUNDS = (1e-3, 10.0)  # per round; also bounds the power-law exponent p
+RATE_GRID = np.geomspace(*RATE_BOUNDS, 60)
+MAX_NFEV = 4000
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def exp_curve(t: np.ndarray, y_inf: float, amplitude: float, rate: float) -> np.ndarray:
+    return y_inf + amplitude * np.exp(-rate * t)
+
+
+def power_curve(t: np.ndarray, y_inf: float, a: float, p: float) -> np.ndarray:
+    return y_inf + a * (t + 1.0) ** (-p)
+
+
+def joint_curve(t: np.ndarray, U_s_inf: float, U_v_inf: float, alpha_p: float, beta_p: float,
+                rate: float) -> np.ndarray:
+    """U_s then U_v, stacked: Proposition 3.1 with one rate for both."""
+    decay = np.exp(-rate * t)
+    return np.concatenate([U_s_inf + alpha_p * decay, U_v_inf + beta_p * decay])
+
+
+def cross_curve(eta: np.ndarray, U_s0: float, U_v0: float, rate: float, beta_over_alpha: float,
+                G_inf: float, gamma: float) -> np.ndarray:
+    """U_s then U_v, stacked, under :func:`sirt.theory.cross_improvement`.
+
+    Only r, beta/alpha and G_inf are identifiable, so k = 1. Row t's ``eta`` is the share
+    used in round t's training, which the next row measures: the last row's share is unseen.
+    """
+    alpha = rate / (1.0 - beta_over_alpha)
+    start = Dynamics(alpha, beta_over_alpha * alpha, 1.0, G_inf, U_s0, U_v0)
+    states = cross_improvement(start, eta[:-1], gamma)
+    return np.array([[s.U_s0 for s in states], [s.U_v0 for s in states]]).ravel()
+
+
+EXPONENTIAL = lmfit.Model(exp_curve)
+POWER_LAW = lmfit.Model(power_curve)
+JOINT = lmfit.Model(joint_curve)
+CROSS = lmfit.Model(cross_curve, independent_vars=["eta"])
+LINEAR = lmfit.models.LinearModel()
+
+
+@dataclass
+class Fit:
+    """One fitted part: its status, the lmfit result when a fit exists, numbers for fit.json."""
+
+    status: str
+    result: ModelResult | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def summary(self) -> dict[str, Any]:
+        return {"status": self.status, **self.values}
+
+    def predict(self, t: np.ndarray) -> np.ndarray:
+        return self.result.eval(t=t)
+
+    def band(self, t: np.ndarray) -> np.ndarray | None:
+        return _band(self.result, t)
+
+
+@dataclass
+class Forecast:
+    """Fits of the first k rounds for every k and method, against what the run then did."""
+
+    status: str
+    values: dict[str, Any] = field(default_factory=dict)
+    fans: dict[int, Fit] = field(default_factory=dict)  # joint fit of the first k rounds
+
+    def summary(self) -> dict[str, Any]:
+        return {"status": self.status, **self.values}
+
+
+@dataclass
+class RunFits:
+    """Everything fitted on one run: what fit.json and the plots are made from."""
+
+    t: np.ndarray
+    curves: dict[str, np.ndarray]
+    exponential: dict[str, Fit]
+    power_law: dict[str, Fit]
+    joint: Fit
+    dG_vs_G: Fit
+    forecast: Forecast
+    cross_improvement: Fit
+
+
+def _band(result: ModelResult, t: np.ndarray) -> np.ndarray | None:
+    """1-sigma confidence band of a fitted curve, None where it cannot be estimated."""
+    with np.errstate(all="ignore"):
+        band = result.eval_uncertainty(t=t, sigma=1)
+    return band if result.errorbars and np.all(np.isfinite(band)) else None
+
+
+def _never_raises(failed: Callable[[str], R]) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Turn an unexpected error of a fit part into its status, so the other parts survive."""
+
+    def wrap(fn: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(fn)
+        def safe(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # reported in the part's status
+                log.exception("%s failed", fn.__name__)
+                return failed(f"error: {type(exc).__name__}: {exc}")
+
+        return safe
+
+    return wrap
+
+
+# ---------------------------------------------------------------- checks shared by the fits
+
+
+def _data_problem(t: np.ndarray, y: np.ndarray, name: str, min_rounds: int) -> str | None:
+    if len(y) < min_rounds:
+        return f"need at least {min_rounds} rounds to fit, got {len(y)}"
+    if not np.all(np.isfinite(y)):
+        return f"non-finite {name} at rounds {t[~np.isfinite(y)].astype(int).tolist()}"
+    if np.ptp(y) <= 1e-12 * max(1.0, float(np.abs(y).max())):
+        return f"flat: {name} does not change over the run, so there is no rate to fit"
+    return None
+
+
+def _fit_problem(result: ModelResult, rate: str) -> str | None:
+    if result.aborted:
+        return f"did not converge: stopped after {result.nfev} function evaluations"
+    if not result.success:
+        return f"did not converge: {result.message}"
+    value = result.params[rate].value
+    if value <= 1.01 * RATE_BOUNDS[0]:
+        return f"no saturation: {rate} at its lower bound {value:.3g}, no limit in sight"
+    if value >= 0.99 * RATE_BOUNDS[1]:
+        return f"{rate} = {value:.3g} at its upper bound: the curve jumps within one round"
+    return None
+
+
+def _direction_problem(name: str, amplitude: float) -> str | None:
+    rises = amplitude < 0
+    if rises == (name in RISING):
+        return None
+    return (f"{'rising' if rises else 'falling'}: {name} {'increases' if rises else 'decreases'}"
+            " over the run, against the self-improvement the theory describes")
+
+
+def _r2(ys: list[np.ndarray], fits: list[np.ndarray]) -> float:
+    """R² of several series at once, each measured about its own mean."""
+    ss_res = sum(np.sum((y - f) ** 2) for y, f in zip(ys, fits, strict=True))
+    ss_tot = sum(np.sum((y - y.mean()) ** 2) for y in ys)
+    return float(1.0 - ss_res / ss_tot)
+
+
+# -------------------------------------------------------------------------- curve fits
+
+
+def _fit_from_grid(model: lmfit.Model, t: np.ndarray, y: np.ndarray,
+                   design: Callable[[float], np.ndarray], rate: str,
+                   max_nfev: int) -> ModelResult:
+    """Start lmfit from the best grid value of the rate, the linear parameters solved exactly.
+
+    Given the rate, all these models are linear in their other parameters; scanning the rate
+    makes the start robust where a single guess lands in a wrong basin.
+    """
+
+    def sse(s: float) -> tuple[float, np.ndarray]:
+        coef = np.linalg.lstsq(design(s), y, rcond=None)[0]
+        return float(np.sum((design(s) @ coef - y) ** 2)), coef
+
+    with np.errstate(all="ignore"):
+        s0 = min(RATE_GRID, key=lambda s: sse(s)[0])
+        linear = [name for name in model.param_names if name != rate]
+        params = model.make_params(**dict(zip(linear, sse(s0)[1], strict=True)),
+                                   **{rate: {"value": s0, "min": RATE_BOUNDS[0],
+                                             "max": RATE_BOUNDS[1]}})
+        return model.fit(y, params, t=t, max_nfev=max_nfev)
+
+
+def _values(result: ModelResult) -> dict[str, Any]:
+    return {**{name: p.value for name, p in result.params.items()},
+            "stderr": {name: p.stderr for name, p in result.params.items()},
+            "aic": result.aic, "bic": result.bic}
+
+
+@_never_raises(Fit)
+def fit_exponential(t: np.ndarray, y: np.ndarray, name: str = "y",
+                    min_rounds: int = MIN_ROUNDS, max_nfev: int = MAX_NFEV) -> Fit:
+    """Fit ``y = y_inf + amplitude exp(-rate t)``, the form Proposition 3.1 gives each curve."""
+    if problem := _data_problem(t, y, name, min_rounds):
+        return Fit(problem)
+    result = _fit_from_grid(EXPONENTIAL, t, y,
+                            lambda s: np.column_stack([np.ones_like(t), np.exp(-s * t)]),
+                            "rate", max_nfev)
+    values = {**_values(result), "r2": result.rsquared, "band_1sigma": _band(result, t)}
+    status = (_fit_problem(result, "rate")
+              or _direction_problem(name, result.params["amplitude"].value))
+    return Fit(status or "ok", result, values)
+
+
+@_never_raises(Fit)
+def fit_power_law(t: np.ndarray, y: np.ndarray, name: str = "y",
+                  min_rounds: int = MIN_ROUNDS, max_nfev: int = MAX_NFEV) -> Fit:
+    """Fit ``y = y_inf + a (t + 1)^-p``: the rival the theory's exponential must beat."""
+    if problem := _data_problem(t, y, name, min_rounds):
+        return Fit(problem)
+    result = _fit_from_grid(POWER_LAW, t, y,
+                            lambda s: np.column_stack([np.ones_like(t), (t + 1.0) ** -s]),
+                            "p", max_nfev)
+    status = _fit_problem(result, "p") or _direction_problem(name, result.params["a"].value)
+    return Fit(status or "ok", result, {**_values(result), "r2": result.rsquared})
+
+
+def _joint_problem(alpha_p: float, beta_p: float) -> str | None:
+    if alpha_p <= 0:
+        return "rising: U_s increases over the run (alpha' < 0), self-improvement lowers it"
+    if not 0 <= beta_p < alpha_p:
+        return (f"inconsistent with Proposition 3.1: beta'/alpha' = {beta_p / alpha_p:.3g}, "
+                "the theory needs 0 <= beta/alpha < 1")
+    return None
+
+
+@_never_raises(Fit)
+def fit_joint(t: np.ndarray, U_s: np.ndarray, U_v: np.ndarray,
+              min_rounds: int = MIN_ROUNDS, max_nfev: int = MAX_NFEV) -> Fit:
+    """Fit U_s and U_v together with ONE rate, G = U_s - U_v implied (Proposition 3.1).
+
+    alpha_p and beta_p are the amplitudes alpha' and beta'; their ratio is alpha/beta.
+    """
+    if problem := (_data_problem(t, U_s, "U_s", min_rounds)
+                   or _data_problem(t, U_v, "U_v", min_rounds)):
+        return Fit(problem)
+    one, zero = np.ones_like(t), np.zeros_like(t)
+
+    def design(s: float) -> np.ndarray:
+        decay = np.exp(-s * t)
+        return np.column_stack([np.r_[one, zero], np.r_[zero, one],
+                                np.r_[decay, zero], np.r_[zero, decay]])
+
+    result = _fit_from_grid(JOINT, t, np.r_[U_s, U_v], design, "rate", max_nfev)
+    U_s_fit, U_v_fit = np.split(result.best_fit, 2)
+    v = _values(result)
+    alpha_p, beta_p = v["alpha_p"], v["beta_p"]
+    v |= {"delta": alpha_p - beta_p, "G_inf": v["U_s_inf"] - v["U_v_inf"],
+          "alpha_over_beta": alpha_p / beta_p if beta_p else None,
+          "beta_over_alpha": beta_p / alpha_p if alpha_p else None,
+          "r2": _r2([U_s, U_v], [U_s_fit, U_v_fit]), "r2_U_s": _r2([U_s], [U_s_fit]),
+          "r2_U_v": _r2([U_v], [U_v_fit]), "r2_G": _r2([U_s - U_v], [U_s_fit - U_v_fit])}
+    status = _fit_problem(result, "rate") or _joint_problem(alpha_p, beta_p)
+    return Fit(status or "ok", result, v)
+
+
+@_never_raises(Fit)
+def fit_dG_vs_G(t: np.ndarray, G: np.ndarray) -> Fit:
+    """Fit dG/dt linearly against G; Section 3 predicts slope -r and intercept r G_inf.
+
+    dG/dt is the difference quotient of consecutive rounds, set against their midpoint G: for
+    samples of an exponential this is exactly linear (slope -2 tanh(r/2) per unit round) and
+    crosses zero at G_inf, which is reported as ``-intercept / slope``.
+    """
+    if problem := _data_problem(t, G, "G", MIN_ROUNDS):
+        return Fit(problem)
+    dG_dt, G_mid = np.diff(G) / np.diff(t), (G[1:] + G[:-1]) / 2
+    result = LINEAR.fit(dG_dt, LINEAR.guess(dG_dt, x=G_mid), x=G_mid)
+    slope, intercept = result.params["slope"].value, result.params["intercept"].value
+    values = {**_values(result), "r2": result.rsquared,
+              "G_inf": -intercept / slope if slope else None, "G": G_mid, "dG_dt": dG_dt}
+    status = "ok" if slope < 0 else "slope >= 0: G does not relax toward a limit"
+    return Fit(status, result, values)
+
+
+@_never_raises(Fit)
+def fit_gamma(t: np.ndarray, U_s: np.ndarray, U_v: np.ndarray, eta: np.ndarray) -> Fit:
+    """Fit the external-data strength gamma of Section 5 with the theory's recursion."""
+    if not np.any(eta[:-1] > 0):
+        return Fit("skipped: no external data (eta is 0 in every round before the last)")
+    if problem := (_data_problem(t, U_s, "U_s", MIN_ROUNDS)
+                   or _data_problem(t, U_v, "U_v", MIN_ROUNDS)):
+        return Fit(problem)
+    if np.any(np.diff(t) != 1) or not np.all(np.isfinite(eta)):
+        return Fit("needs consecutive rounds and a finite eta in every row")
+    start = fit_joint(t, U_s, U_v).values
+
+    def fit_from(gamma: float) -> ModelResult:
+        params = CROSS.make_params(
+            U_s0=U_s[0], U_v0=U_v[0], G_inf=start.get("G_inf", U_s[-1] - U_v[-1]),
+            rate={"value": start.get("rate", 0.5), "min": RATE_BOUNDS[0], "max": RATE_BOUNDS[1]},
+            beta_over_alpha={"value": np.clip(start.get("beta_over_alpha") or 0.5, 0, 0.9),
+                             "min": 0.0, "max": 0.99},
+            gamma={"value": gamma, "min": 0.0})
+        return CROSS.fit(np.r_[U_s, U_v], params, eta=eta, max_nfev=MAX_NFEV)
+
+    with np.errstate(all="ignore"):  # overflow while exploring far parameters is harmless
+        result = min((fit_from(gamma) for gamma in (0.1, 1.0)), key=lambda r: r.chisqr)
+    U_s_fit, U_v_fit = np.split(result.best_fit, 2)
+    values = {**_values(result), "eta_total": float(eta[:-1].sum()),
+              "r2": _r2([U_s, U_v], [U_s_fit, U_v_fit])}
+    return Fit(_fit_problem(result, "rate") or "ok", result, values)
+
+
+# ---------------------------------------------------------------------------- forecasts
+
+Prediction = tuple[str, float | None, float | None]  # status, last round, limit
+
+
+def _curve_prediction(fit: Fit, t_last: np.ndarray) -> Prediction:
+    if fit.result is None:
+        return fit.status, None, None
+    return fit.status, float(fit.predict(t_last)[0]), fit.values["y_inf"]
+
+
+def _joint_predictions(fit: Fit, t_last: np.ndarray) -> dict[str, Prediction]:
+    if fit.result is None:
+        return {q: (fit.status, None, None) for q in FORECAST_QUANTITIES}
+    U_s, U_v = fit.predict(t_last)
+    last = {"U_s": U_s, "U_v": U_v, "G": U_s - U_v}
+    return {q: (fit.status, float(last[q]), fit.values[f"{q}_inf"]) for q in FORECAST_QUANTITIES}
+
+
+def _predictions(t: np.ndarray, curves: dict[str, np.ndarray],
+                 k: int) -> tuple[dict[str, dict[str, Prediction]], Fit]:
+    """Fit the first k rounds with each method; predict the last round and the limits."""
+    tk, head = t[:k], {q: y[:k] for q, y in curves.items()}
+    preds, joint = {}, Fit("the joint fit needs U_s and U_v")
+    if {"U_s", "U_v"} <= head.keys():
+        joint = fit_joint(tk, head["U_s"], head["U_v"], min_rounds=FORECAST_MIN_K)
+        preds["joint"] = _joint_predictions(joint, t[-1:])
+    for method, fitter in (("exponential", fit_exponential), ("power_law", fit_power_law)):
+        preds[method] = {q: _curve_prediction(fitter(tk, y, q, min_rounds=FORECAST_MIN_K), t[-1:])
+                         for q, y in head.items()}
+    return preds, joint
+
+
+def _rel_error(predicted: float | None, observed: float | None) -> float | None:
+    if predicted is None or observed is None or observed == 0:
+        return None
+    return (predicted - observed) / abs(observed)
+
+
+def _table(k: int, preds: dict[str, dict[str, Prediction]],
+           full: dict[str, dict[str, Prediction]],
+           curves: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """Rows of (k, method, quantity): the last round against the data, the limit against the
+    fit of the whole run by the same method (a limit is never observed)."""
+    rows = []
+    for method, by_quantity in preds.items():
+        for q, (status, last, inf) in by_quantity.items():
+            observed, observed_inf = float(curves[q][-1]), full[method][q][2]
+            rows.append({"k": k, "method": method, "quantity": q, "status": status,
+                         "predicted": last, "observed": observed,
+                         "rel_error": _rel_error(last, observed), "predicted_inf": inf,
+                         "observed_inf": observed_inf,
+                         "rel_error_inf": _rel_error(inf, observed_inf)})
+    return rows
+
+
+def _mean_abs(values: list[float | None]) -> float | None:
+    known = [abs(v) for v in values if v is not None]
+    return float(np.mean(known)) if known else None
+
+
+def _headline(k: int, table: list[dict[str, Any]]) -> dict[str, Any]:
+    """The paper's forecast (joint fit, first k rounds) and each method's mean |error|."""
+    at_k = [row for row in table if row["k"] == k]
+    joint = [row for row in at_k if row["method"] == "joint"]
+    out: dict[str, Any] = {
+        key: {**{row["quantity"]: row[key] for row in joint},
+              **{f"{row['quantity']}_inf": row[f"{key}_inf"] for row in joint}}
+        for key in ("predicted", "observed", "rel_error")}
+    compared = [row for row in at_k if row["quantity"] in FORECAST_QUANTITIES]
+    out["mean_abs_rel_error"] = {
+        method: {"last": _mean_abs([r["rel_error"] for r in compared if r["method"] == method]),
+                 "inf": _mean_abs([r["rel_error_inf"] for r in compared
+                                   if r["method"] == method])}
+        for method in ("joint", "exponential", "power_law")}
+    return out
+
+
+@_never_raises(Forecast)
+def forecast(t: np.ndarray, curves: dict[str, np.ndarray], k: int) -> Forecast:
+    """Forecast from the first k' rounds for every k' in 3..n-1; headline numbers at ``k``.
+
+    Whether a prefix predicts the end is an empirical question (papers.md): the table keeps
+    the joint fit, separate exponentials and the power law side by side.
+    """
+    n = len(t)
+    if n < MIN_ROUNDS:
+        return Forecast(f"need at least {MIN_ROUNDS} rounds to fit, got {n}")
+    full, _ = _predictions(t, curves, n)
+    table, fans = [], {}
+    for k_prefix in range(FORECAST_MIN_K, n):
+        preds, fans[k_prefix] = _predictions(t, curves, k_prefix)
+        table += _table(k_prefix, preds, full, curves)
+    if not FORECAST_MIN_K <= k < n:
+        status = f"forecast_k={k} must be in {FORECAST_MIN_K}..{n - 1} for a run of {n} rounds"
+    else:
+        status = "ok" if fans[k].ok else f"joint fit of the first {k} rounds: {fans[k].status}"
+    values = {"k": k, "last_round": float(t[-1]),
+              **(_headline(k, table) if k in fans else {}), "table": table}
+    return Forecast(status, values, fans)
+
+
+# -------------------------------------------------------------------------- the callback
+
+
+def _number(value: Any) -> float:
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    return float(value) if is_number else np.nan
+
+
+def load_metrics(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
+    """Rows of metrics.jsonl by round (a re-logged round keeps its last row) and the numbers
+    of the lines that are not such rows (a crash can truncate the last one)."""
+    rows, skipped = {}, []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        t = _number(row.get("round", number - 1)) if isinstance(row, dict) else np.nan
+        if np.isfinite(t):
+            rows[t] = row
+        elif line.strip():
+            skipped.append(number)
+    return [{**rows[t], "round": t} for t in sorted(rows)], skipped
+
+
+def _columns(rows: list[dict[str, Any]]) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """Rounds, the curves present in any row (NaN where a row lacks one) and eta."""
+    t = np.array([row["round"] for row in rows])
+    curves = {q: np.array([_number(row.get(q)) for row in rows])
+              for q in CURVES if any(q in row for row in rows)}
+    if "G" not in curves and {"U_s", "U_v"} <= curves.keys():
+        curves["G"] = curves["U_s"] - curves["U_v"]
+    eta = np.array([_number(row.get("eta", 0.0)) for row in rows])
+    return t, curves, eta
+
+
+def fit_all(t: np.ndarray, curves: dict[str, np.ndarray], eta: np.ndarray,
+            forecast_k: int) -> RunFits:
+    """Every part of the fit, each with its own status."""
+    missing = Fit("needs U_s and U_v")
+    has_U = {"U_s", "U_v"} <= curves.keys()
+    return RunFits(
+        t=t, curves=curves,
+        exponential={q: fit_exponential(t, y, q) for q, y in curves.items()},
+        power_law={q: fit_power_law(t, y, q) for q, y in curves.items()},
+        joint=fit_joint(t, curves["U_s"], curves["U_v"]) if has_U else missing,
+        dG_vs_G=fit_dG_vs_G(t, curves["G"]) if "G" in curves else Fit("needs G"),
+        forecast=forecast(t, curves, forecast_k),
+        cross_improvement=fit_gamma(t, curves["U_s"], curves["U_v"], eta) if has_U else missing)
+
+
+def _curve_summary(exponential: Fit, power_law: Fit) -> dict[str, Any]:
+    """The exponential fit of one curve, the power law beside it, and which AIC/BIC prefer."""
+    out = exponential.summary() | {"power_law": power_law.summary()}
+    if exponential.result is not None and power_law.result is not None:
+        for criterion in ("aic", "bic"):
+            better = exponential.values[criterion] <= power_law.values[criterion]
+            out[f"preferred_{criterion}"] = "exponential" if better else "power_law"
+    return out
+
+
+def _report(fits: RunFits) -> dict[str, Any]:
+    return {
+        "curves": {q: _curve_summary(fits.exponential[q], fits.power_law[q])
+                   for q in fits.curves},
+        "joint": fits.joint.summary(),
+        "dG_vs_G": fits.dG_vs_G.summary(),
+        "forecast": fits.forecast.summary(),
+        "cross_improvement": fits.cross_improvement.summary(),
+    }
+
+
+def _overall_status(report: dict[str, Any], n: int) -> str:
+    if n < MIN_ROUNDS:
+        return f"need at least {MIN_ROUNDS} rounds to fit, got {n}"
+    parts = {f"curves.{q}": c["status"] for q, c in report["curves"].items()}
+    parts |= {part: report[part]["status"]
+              for part in ("joint", "dG_vs_G", "forecast", "cross_improvement", "plots")}
+    failing = [f"{part}: {status}" for part, status in parts.items()
+               if status != "ok" and not status.startswith("skipped")]
+    return "partial: " + "; ".join(failing) if failing else "ok"
+
+
+def _jsonable(obj: Any) -> Any:
+    """Plain JSON: numpy scalars and arrays unwrapped, inf and NaN as null."""
+    if isinstance(obj, dict):
+        return {str(key): _jsonable(value) for key, value in obj.items()}
+    if isinstance(obj, list | tuple | np.ndarray):
+        return [_jsonable(value) for value in obj]
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, float | np.floating):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def _write_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write then rename, so a reader never sees half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def fit_run(run_dir: str | Path, forecast_k: int = 5, make_plots: bool = True) -> dict[str, Any]:
+    """Fit ``<run_dir>/metrics.jsonl``; write ``fit.json`` and ``plots/*.png``; return the report.
+
+    Raises only when metrics.jsonl cannot be read (FileNotFoundError); bad data of any kind
+    becomes a status in the report.
+    """
+    run_dir = Path(run_dir)
+    rows, skipped = load_metrics(run_dir / "metrics.jsonl")
+    t, curves, eta = _columns(rows)
+    fits = fit_all(t, curves, eta, forecast_k)
+    report = {"status": "", "n_rounds": len(rows), "rounds": t, **_report(fits)}
+    if skipped:
+        report["skipped_lines"] = skipped
+    report["plots"] = {"status": "skipped: make_plots=False", "files": []}
+    if make_plots:
+        try:
+            files = plotting.plot_run(fits, run_dir / "plots", title=run_dir.name)
+            report["plots"] = {"status": "ok", "files": [str(p.relative_to(run_dir)) for p in files]}
+        except Exception as exc:  # a broken plot must not lose the fit
+            log.exception("plotting failed")
+            report["plots"] = {"status": f"error: {type(exc).__name__}: {exc}", "files": []}
+    report["status"] = _overall_status(report, len(rows))
+    report = _jsonable(report)
+    _write_atomic(run_dir / "fit.json", report)
+    return report

@@ -1,0 +1,106 @@
+"""Models: the tokenizer and causal LM of a run, from a hub id / local path or built in code.
+
+``model.name_or_path`` loads a real checkpoint with ``from_pretrained``; without it, sirt
+builds the embedded model organism (a small LlamaForCausalLM with a character tokenizer)
+and teaches it once (see :mod:`sirt.organism`). Either way the rest of sirt sees the same
+``(model, tokenizer)`` pair with left padding for batched generation.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
+
+from sirt.config import DatasetSchema, ModelSchema, TinySchema
+
+SPECIAL_TOKENS = ["<pad>", "<eos>", "<unk>"]
+ALPHABET = [*string.printable[:95], "\n"]  # printable ASCII and newline
+
+
+def char_tokenizer() -> PreTrainedTokenizerFast:
+    """One token per character; every printable ASCII character has an id."""
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + ALPHABET)}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    return prepare_tokenizer(
+        PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+    )
+
+
+def tiny_llama(cfg: TinySchema, vocab_size: int, seed: int) -> LlamaForCausalLM:
+    """A randomly initialised LlamaForCausalLM of the organism's size (about 1M parameters)."""
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        intermediate_size=cfg.intermediate_size,
+        max_position_embeddings=cfg.max_position_embeddings,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=None,
+        tie_word_embeddings=True,
+    )
+    return LlamaForCausalLM(config)
+
+
+def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """Left padding (batched generation) and a pad token (batched scoring)."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """``auto``: bf16 on a GPU that has it, float32 elsewhere (CPU bf16 is slow)."""
+    if name == "auto":
+        cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if cuda_bf16 else torch.float32
+    return getattr(torch, name)
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_pretrained(path: str | Path, cfg: ModelSchema) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A causal LM and its tokenizer from a hub id or a directory (e.g. a round checkpoint)."""
+    kwargs = {"dtype": torch_dtype(cfg.dtype)}
+    if cfg.attn_implementation:
+        kwargs["attn_implementation"] = cfg.attn_implementation
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path))
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs).to(device())
+    model.eval()
+    return model, tokenizer
+
+
+def save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: Path) -> None:
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+
+
+def load(
+    cfg: ModelSchema, dataset: DatasetSchema, held_out: set[str]
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The round-0 model of a run: a checkpoint by name/path, or the taught organism."""
+    if cfg.name_or_path:
+        return load_pretrained(cfg.name_or_path, cfg)
+    from sirt.organism import load_organism
+
+    return load_organism(cfg, dataset, held_out)

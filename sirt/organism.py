@@ -1,0 +1,142 @@
+"""The embedded model organism: a tiny LM taught to solve imperfectly and to verify well.
+
+Self-improvement needs a model whose verifier is better than its solver. We build one
+deliberately, in two phases with the same SFT code a round uses: a short course of worked
+solutions (so solving stays imperfect), then verdicts on the model's *own* answers, labelled
+by the ground truth, in the TF and QE formats of ``conf/verifier`` (so it learns to judge the
+very mistakes it makes). The result is
+cached by a hash of everything that shapes it, in ``$XDG_CACHE_HOME/sirt`` (else
+``~/.cache/sirt``), so every later run starts in seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from sirt import data, models
+from sirt.config import DatasetSchema, GenerationSchema, ModelSchema, TrainerSchema, VerifierSchema
+from sirt.generation import sample
+from sirt.training import sft
+from sirt.verification import verification_prompt
+
+log = logging.getLogger(__name__)
+CONF = Path(__file__).resolve().parent.parent / "conf"
+VERSION = 2  # bump when the teaching recipe changes, to invalidate caches
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sirt"
+
+
+def verifier_formats() -> dict[str, VerifierSchema]:
+    """The TF and QE prompt formats, read from the same files a run composes."""
+    return {
+        name: OmegaConf.to_object(OmegaConf.merge(VerifierSchema, OmegaConf.load(CONF / "verifier" / f"{name}.yaml")))
+        for name in ("tf", "qe")
+    }
+
+
+def qe_rating(response: str, problem: data.Problem, n_ratings: int) -> int:
+    """QE label: the top rating for a correct answer; partial credit, below the middle, for
+    a wrong one, by the share of its lines that agree with the reference scratchpad."""
+    if data.is_correct(response, problem):
+        return n_ratings - 1
+    ours, ref = response.split(";"), problem.answer.split(";")
+    agree = sum(a == b for a, b in zip(ours, ref))
+    return int((n_ratings // 2 - 1) * agree / len(ref))
+
+
+def solve_rows(problems: list[data.Problem], dataset: DatasetSchema) -> list[dict[str, str]]:
+    """Worked solutions: prompt -> reference scratchpad."""
+    return [{"prompt": dataset.prompt_template.format(question=p.question), "completion": p.answer}
+            for p in problems]
+
+
+def verify_rows(
+    problems: list[data.Problem], responses: list[list[str]], dataset: DatasetSchema, rng: random.Random
+) -> list[dict[str, str]]:
+    """TF and QE verdicts on the model's own responses, classes balanced.
+
+    Training the verifier on its own solver's mistakes (labelled by the ground truth) is what
+    makes it a better judge than a solver: it learns the errors it actually makes.
+    """
+    formats = verifier_formats()
+    labelled = [(p, r, data.is_correct(r, p)) for p, rs in zip(problems, responses) for r in set(rs)]
+    good = [x for x in labelled if x[2]]
+    bad = [x for x in labelled if not x[2]]
+    n = min(len(good), len(bad))
+    rows = []
+    for problem, response, correct in rng.sample(good, n) + rng.sample(bad, n):
+        prompt = dataset.prompt_template.format(question=problem.question)
+        tf, qe = formats["tf"], formats["qe"]
+        rows.append({"prompt": verification_prompt(tf, prompt, response),
+                     "completion": tf.words[0] if correct else tf.words[1]})
+        rows.append({"prompt": verification_prompt(qe, prompt, response),
+                     "completion": qe.ratings[qe_rating(response, problem, len(qe.ratings))]})
+    return rows
+
+
+def organism_key(model_cfg: ModelSchema, dataset: DatasetSchema) -> str:
+    """Hash of everything that shapes the taught organism."""
+    formats = {k: asdict(v) for k, v in verifier_formats().items()}
+    task = {k: getattr(dataset, k) for k in ("levels", "max_operand", "prompt_template", "n_test", "seed")}
+    blob = json.dumps([VERSION, asdict(model_cfg.tiny), asdict(model_cfg.teach), task, formats], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def teach(model_cfg: ModelSchema, dataset: DatasetSchema, held_out: set[str]) -> tuple[PreTrainedModel, dict]:
+    """Build the tiny LM, teach it to solve (phase 1) and then to judge its own answers (phase 2),
+    with the round's own SFT code."""
+    t = model_cfg.teach
+    rng = random.Random(t.seed)
+    tokenizer = models.char_tokenizer()
+    model = models.tiny_llama(model_cfg.tiny, len(tokenizer), seed=t.seed)
+    pool = [p for p in data.arithmetic_split(t.solve_problems + t.verify_problems, dataset.levels,
+                                             dataset.max_operand, t.seed) if p.question not in held_out]
+    solve_set, verify_set = pool[: t.solve_problems], pool[t.solve_problems :]
+
+    def phase(rows: list[dict[str, str]], steps: int) -> dict:
+        schedule = TrainerSchema(lr=t.lr, max_steps=steps, batch_size=t.batch_size, lr_scheduler="cosine",
+                                 warmup_steps=max(1, steps // 20), weight_decay=0.01, logging_steps=50)
+        nonlocal model
+        model, stats = sft(model, tokenizer, rows, schedule, seed=t.seed, lora=None)
+        return stats
+
+    log.info("teaching the organism to solve: %d problems, %d steps (once; cached)", len(solve_set), t.solve_steps)
+    stats = {"solve": phase(solve_rows(solve_set, dataset), t.solve_steps)}
+    prompts = [dataset.prompt_template.format(question=p.question) for p in verify_set]
+    samples = sample(model, tokenizer, prompts, GenerationSchema(), n=t.verify_samples, desc="teach: sample")
+    responses = [[s.text for s in row] for row in samples]
+    rows = verify_rows(verify_set, responses, dataset, rng)
+    replay = solve_rows(rng.choices(solve_set, k=int(len(rows) * t.replay_fraction / (1 - t.replay_fraction))), dataset)
+    log.info("teaching the organism to verify: %d verdicts on its own answers, %d steps", len(rows), t.verify_steps)
+    stats["verify"] = phase(rows + replay, t.verify_steps)
+    stats["solver_accuracy_on_teaching_samples"] = sum(
+        data.is_correct(r, p) for p, rs in zip(verify_set, responses) for r in rs) / (len(responses) * t.verify_samples)
+    return model, stats
+
+
+def load_organism(
+    model_cfg: ModelSchema, dataset: DatasetSchema, held_out: set[str]
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The taught organism from the cache, teaching it first if this config has never been seen."""
+    path = cache_root() / "organism" / organism_key(model_cfg, dataset)
+    if not (path / "config.json").exists():
+        model, stats = teach(model_cfg, dataset, held_out)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        models.save(model, models.char_tokenizer(), tmp)
+        (tmp / "teaching.json").write_text(json.dumps(stats, indent=2))
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)  # atomic: a killed teaching never leaves a half-written cache entry
+        log.info("organism cached at %s", path)
+    return models.load_pretrained(path, model_cfg)

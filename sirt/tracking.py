@@ -1,0 +1,157 @@
+"""Tracking: the run directory (the contract every part reads and writes) and W&B.
+
+Every file is replaced atomically (write a temporary file, then ``os.replace``), and
+``state.json`` is written last in a round: it is the commit point. A run killed at any
+moment therefore resumes from the last round whose state was committed, and rows or files
+of a half-finished round are overwritten when that round is redone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from sirt.config import Config, LoggerSchema
+
+log = logging.getLogger(__name__)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that a reader sees the old or the new file, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def to_jsonl(rows: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
+class RunDir:
+    """``<run>/metrics.jsonl``, ``state.json``, ``rounds/<t>/`` — see DESIGN.md."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.metrics_path = self.root / "metrics.jsonl"
+        self.state_path = self.root / "state.json"
+
+    def round_dir(self, t: int) -> Path:
+        return self.root / "rounds" / str(t)
+
+    def model_dir(self, t: int) -> Path:
+        return self.round_dir(t) / "model"
+
+    def state(self) -> dict[str, Any]:
+        """What resume needs; empty for a new run."""
+        return json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """Rows of committed rounds only (a row written after the last commit is dropped)."""
+        last = self.state().get("round", -1)
+        return [row for row in read_jsonl(self.metrics_path) if row["round"] <= last]
+
+    def selections(self, t: int) -> list[dict[str, Any]]:
+        return read_jsonl(self.round_dir(t) / "selections.jsonl")
+
+    def commit_round(self, t: int, row: dict[str, Any], selections: list[dict[str, Any]], state: dict) -> None:
+        """Write round t's files, then the state that makes them count."""
+        write_atomic(self.round_dir(t) / "selections.jsonl", to_jsonl(selections))
+        write_atomic(self.metrics_path, to_jsonl([*self.metrics(), row]))
+        write_atomic(self.state_path, json.dumps({**state, "round": t}, indent=2))
+
+    def prune_models(self, keep: int) -> None:
+        """Delete round checkpoints other than ``keep`` (after its state is committed)."""
+        for path in (self.root / "rounds").glob("*/model"):
+            if path.parent.name != str(keep):
+                shutil.rmtree(path, ignore_errors=True)
+
+
+class Tracker:
+    """W&B for one run: round as the x-axis, the composed config, a table of picks, a summary.
+
+    ``logger.name=none`` switches it off; ``logger.mode=offline`` (default) makes no network
+    calls and leaves the run in ``<run>/wandb`` for ``wandb sync``.
+    """
+
+    def __init__(self, cfg: LoggerSchema, config: Config, run_dir: Path, run_id: str | None, name: str):
+        self.cfg, self.run = cfg, None
+        if cfg.name == "none":
+            return
+        import wandb
+
+        self.wandb = wandb
+        self.run = wandb.init(
+            project=cfg.project,
+            entity=cfg.entity,
+            group=cfg.group,
+            name=name,
+            mode=cfg.mode,
+            dir=str(run_dir),
+            id=run_id,
+            resume="allow",
+            config=OmegaConf.to_container(OmegaConf.structured(config)),
+            settings=wandb.Settings(silent=True, x_disable_stats=True),
+        )
+        self.run.define_metric("round")
+        self.run.define_metric("*", step_metric="round")
+
+    @property
+    def run_id(self) -> str | None:
+        return self.run.id if self.run else None
+
+    def log_round(self, row: dict[str, Any], selections: list[dict[str, Any]]) -> None:
+        if self.run is None:
+            return
+        flat = {k: v for k, v in row.items() if not isinstance(v, dict)}
+        for key in ("pass_at_k", "seconds"):
+            flat.update({f"{key}/{k}": v for k, v in row.get(key, {}).items()})
+        columns = ["round", "question", "pick", "score", "correct", "accepted"]
+        table = self.wandb.Table(columns=columns)
+        for s in selections[: self.cfg.table_rows]:
+            j = s["verifier_choice"]
+            table.add_data(row["round"], s["question"], s["samples"][j], s["scores"][j], s["correct"][j],
+                           s["pick"] is not None)
+        self.run.log({**flat, "selections": table})
+
+    def summarize(self, summary: dict[str, Any], images: list[Path] = ()) -> None:
+        if self.run is None:
+            return
+        self.run.summary.update(summary)
+        media = {f"plots/{p.stem}": self.wandb.Image(str(p)) for p in images}
+        if media:
+            self.run.log(media)
+
+    def finish(self, exit_code: int = 0) -> None:
+        """Always called, on failure too: an unfinished run breaks the next job of a multirun."""
+        if self.run is not None:
+            self.run.finish(exit_code=exit_code)
+            self.run = None
+
+
+def quiet_third_party() -> None:
+    """Keep the console to sirt's own progress bars: no per-map bars from datasets, no
+    weight-loading bars or advisory warnings from transformers."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")

@@ -1,0 +1,215 @@
+"""``python -m sirt.train``: paper 1's self-improvement loop, one round per iteration.
+
+Round t measures model_t and prepares the data that trains model_{t+1}:
+
+    model    = SFT(model, picks of round t-1 + external items of round t)   (t >= 1)
+    samples  = N samples per prompt, with log-probs         -> U_s (first sample)
+    scores   = the model verifies its own samples (TF or QE)
+    picks    = Best-of-N among s >= sigma, lowest NLL/token -> U_v, acceptance
+    accuracy = greedy on the test split; pass@k from the samples
+    log      = one row of metrics.jsonl and W&B; checkpoint; commit the round
+
+Round 0 measures the untouched model. A killed run restarted in the same directory goes on
+from the last committed round. At the end the fitting callback fits paper 1's dynamics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import random
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from sirt import data, evaluation, models, training
+from sirt.config import Config, ConfigError, validate
+from sirt.external import allocate, eta_schedule, training_rows
+from sirt.generation import sample
+from sirt.selection import select
+from sirt.tracking import RunDir, Tracker, quiet_third_party
+from sirt.uncertainty import solver_verifier_gap
+from sirt.verification import Verifier
+
+log = logging.getLogger("sirt.train")
+
+
+class Stopwatch:
+    """Seconds per stage of a round (the ``seconds`` dict of metrics.jsonl)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        start = time.perf_counter()
+        yield
+        self.seconds[stage] += time.perf_counter() - start
+
+
+def seed_round(seed: int, t: int) -> None:
+    """Seed every generator from (seed, round), so a resumed round repeats an uninterrupted one."""
+    s = seed * 1009 + t
+    random.seed(s)
+    torch.manual_seed(s)
+
+
+def config_hash(config: Config) -> str:
+    """Identity of what a run computes (logging excluded), to refuse resuming a different run."""
+    blob = OmegaConf.to_container(OmegaConf.structured(config))
+    blob.pop("logger")
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def round_problems(train: list[data.Problem], config: Config, t: int) -> list[data.Problem]:
+    """The round's prompts: all train questions, or a seeded draw of ``prompts_per_round``."""
+    n = config.prompts_per_round
+    return train if n == 0 or n >= len(train) else random.Random(config.seed * 7919 + t).sample(train, n)
+
+
+def one_round(t, model, tokenizer, verifier, problems, test, config: Config, clock: Stopwatch):
+    """Measure model_t on the round's prompts and pick next round's data: (row, selections)."""
+    gen = config.generation
+    prompts = [config.dataset.prompt_template.format(question=p.question) for p in problems]
+    with clock("generate"):
+        samples = sample(model, tokenizer, prompts, gen, desc=f"round {t}: generate")
+    with clock("verify"):
+        pairs = [(p, s.text) for p, row in zip(prompts, samples) for s in row]
+        flat = verifier.score(model, pairs, desc=f"round {t}: verify")
+        N = gen.n_samples
+        scores = [flat[i * N : (i + 1) * N] for i in range(len(prompts))]
+    with clock("select"):
+        records = select(prompts, problems, samples, scores, config.verifier.sigma)
+        picks = [r for r in records if r["pick"] is not None]
+    with clock("eval"):
+        greedy = sample(model, tokenizer, [config.dataset.prompt_template.format(question=p.question) for p in test],
+                        gen, n=1, greedy=True, desc=f"round {t}: eval")
+        correct = [data.is_correct(g[0].text, p) for g, p in zip(greedy, test)]
+    gap = solver_verifier_gap([row[0] for row in samples], [row[r["verifier_choice"]] for row, r in
+                                                            zip(samples, records)])
+    row = {
+        "round": t,
+        "acc": evaluation.accuracy(correct),
+        "acc_level": evaluation.level_accuracy(correct, [p.level for p in test]),
+        "pass_at_k": evaluation.mean_pass_at_k([r["correct"] for r in records], gen.pass_k),
+        **gap,
+        "acceptance": len(picks) / len(records),
+        "pick_precision": sum(r["correct"][r["pick"]] for r in picks) / max(len(picks), 1),
+        "sample_acc": sum(map(sum, (r["correct"] for r in records))) / (len(records) * N),
+        "n_selected": len(picks),
+        "tokens_generated": sum(s.n_tokens for row in samples for s in row),
+    }
+    return row, records
+
+
+def train_model(model, tokenizer, run: RunDir, config: Config, t: int, ext_items: int, load_base):
+    """model_t: SFT on round t-1's picks (+ external items), or from the base on all picks so far."""
+    rng = random.Random(config.seed * 104729 + t)
+    rows, used = training_rows(run.selections(t - 1), ext_items, config.external.source, rng)
+    if config.trainer.restart_from_base:  # STaR style: every round restarts on everything so far
+        rows = [r for s in range(t - 1) for r in training_rows(run.selections(s), 0, "gold", rng)[0]] + rows
+        model = load_base()
+    lora = config.model.lora if config.trainer.lora else None
+    model, stats = training.sft(model, tokenizer, rows, config.trainer, seed=config.seed + t, lora=lora,
+                                dtype=config.model.dtype)
+    return model, {**stats, "ext_used": used, "n_train_rows": len(rows)}
+
+
+def run(config: Config, run_dir: Path, job_name: str) -> list[dict]:
+    """The whole loop; returns the rows of metrics.jsonl."""
+    run = RunDir(run_dir)
+    state = run.state()
+    if state and state.get("config_hash") != config_hash(config):
+        raise ConfigError(f"{run_dir} holds a run with a different config; resume it unchanged or use a new "
+                          "hydra.run.dir")
+    start = state.get("round", -1) + 1
+    eta = eta_schedule(config.schedule, config.rounds)
+    ext = allocate(eta, config.external.budget)
+    train, test = data.load_splits(config.dataset)
+    n_prompts = len(round_problems(train, config, 0))
+    if max(ext) > n_prompts:
+        raise ConfigError(f"external.budget={config.external.budget}: a round would use {max(ext)} external "
+                          f"items but has only {n_prompts} prompts")
+    log.info("run directory: %s (%s)", run_dir, f"resuming at round {start}" if start else "new run")
+
+    held_out = {p.question for p in test}
+    def load_base():
+        return models.load(config.model, config.dataset, held_out)
+    model, tokenizer = load_base() if start == 0 else models.load_pretrained(run.model_dir(start - 1), config.model)
+    verifier = Verifier(tokenizer, config.verifier)
+    tracker = Tracker(config.logger, config, run_dir, state.get("wandb_id"), job_name)
+    try:
+        for t in range(start, config.rounds + 1):
+            seed_round(config.seed, t)
+            clock, stats = Stopwatch(), {"ext_used": 0}
+            if t > 0:
+                with clock("train"):
+                    model, stats = train_model(model, tokenizer, run, config, t, ext[t - 1], load_base)
+            problems = round_problems(train, config, t)
+            row, records = one_round(t, model, tokenizer, verifier, problems, test, config, clock)
+            row.update(eta=eta[t - 1] if t > 0 else 0.0, **stats, seconds=dict(clock.seconds))
+            with clock("checkpoint"):
+                models.save(model, tokenizer, run.model_dir(t))
+            run.commit_round(t, row, records, {"config_hash": config_hash(config), "wandb_id": tracker.run_id})
+            if config.keep_models == "last":
+                run.prune_models(keep=t)
+            tracker.log_round(row, records)
+            log.info("round %d | acc %.3f | U_s %.2f U_v %.2f G %.2f | acceptance %.2f | %.0fs", t, row["acc"],
+                     row["U_s"], row["U_v"], row["G"], row["acceptance"], sum(row["seconds"].values()))
+        fit_callback(run_dir, config, tracker)
+    except BaseException:
+        tracker.finish(exit_code=1)
+        raise
+    tracker.finish()
+    log.info("done: %s", run_dir)
+    return run.metrics()
+
+
+def fit_callback(run_dir: Path, config: Config, tracker: Tracker) -> None:
+    """Fit paper 1's dynamics to the run; never fails the run (a failed fit says why in fit.json)."""
+    if not config.fit.enabled:
+        return
+    try:
+        from sirt.fitting import fit_run
+
+        report = fit_run(run_dir, forecast_k=config.fit.forecast_k, make_plots=config.fit.plots)
+    except Exception as err:
+        log.warning("fitting callback failed: %r", err)
+        return
+    joint = report.get("joint", {})
+    summary = {f"fit/{k}": v for k, v in joint.items() if isinstance(v, (int, float))}
+    summary.update({f"fit/r2_{q}": c["r2"] for q, c in report.get("curves", {}).items()
+                    if isinstance(c, dict) and "r2" in c})
+    summary["fit/status"] = report.get("status")
+    images = [run_dir / p for p in report.get("plots", {}).get("files", [])]
+    tracker.summarize(summary, images)
+    log.info("fit: %s", report.get("status"))
+
+
+@hydra.main(version_base=None, config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    try:
+        config = validate(cfg)
+    except ConfigError as err:
+        print(f"sirt.train: config error: {err}", file=sys.stderr)
+        sys.exit(2)
+    quiet_third_party()
+    hydra_cfg = HydraConfig.get()
+    job_name = hydra_cfg.job.override_dirname or Path(hydra_cfg.runtime.output_dir).name
+    try:
+        run(config, Path(hydra_cfg.runtime.output_dir), job_name)
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"sirt.train: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

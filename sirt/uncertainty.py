@@ -1,0 +1,29 @@
+"""Uncertainty: U = -log pi(y|x) of a response under the current model, averaged over prompts.
+
+U_s is measured on the solver's first sample per prompt, U_v on the verifier's choice; their
+gap G = U_s - U_v is the quantity whose dynamics paper 1 models. Totals (nats per response)
+follow the paper; per-token means (``*_tok``) make models with different lengths comparable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sirt.generation import Sample
+
+
+def mean_uncertainty(samples: Sequence[Sample]) -> tuple[float, float]:
+    """(mean total NLL, mean per-token NLL) over one chosen sample per prompt."""
+    if not samples:
+        return float("nan"), float("nan")
+    total = sum(s.nll for s in samples) / len(samples)
+    per_token = sum(s.nll / max(s.n_tokens, 1) for s in samples) / len(samples)
+    return total, per_token
+
+
+def solver_verifier_gap(solver: Sequence[Sample], verifier: Sequence[Sample]) -> dict[str, float]:
+    """U_s, U_v and G, in total and per-token form."""
+    U_s, U_s_tok = mean_uncertainty(solver)
+    U_v, U_v_tok = mean_uncertainty(verifier)
+    return {"U_s": U_s, "U_v": U_v, "G": U_s - U_v, "U_s_tok": U_s_tok, "U_v_tok": U_v_tok,
+            "G_tok": U_s_tok - U_v_tok}

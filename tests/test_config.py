@@ -1,0 +1,69 @@
+"""Config validation: bad values are refused before any model loads, with the field named."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from sirt.config import ConfigError, validate
+from tests.conftest import ROOT, sirt_command
+
+
+def composed(*overrides: str):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def test_default_config_is_valid():
+    config = validate(composed())
+    assert config.rounds == 10 and config.generation.n_samples == 16 and config.verifier.sigma == 0.5
+
+
+@pytest.mark.parametrize(
+    "override,field",
+    [
+        ("generation.n_samples=0", "generation.n_samples"),
+        ("verifier.sigma=1.5", "verifier.sigma"),
+        ("verifier.sigma=-0.1", "verifier.sigma"),
+        ("rounds=0", "rounds"),
+        ("trainer.lr=0", "trainer.lr"),
+        ("trainer.lr=-1e-5", "trainer.lr"),
+        ("verifier.method=maybe", "verifier.method"),
+        ("schedule=custom", "schedule.eta"),  # 10 shares but rounds=3 below
+        ("generation.n_samples=many", "n_samples"),
+    ],
+)
+def test_bad_values_name_the_field(override, field):
+    overrides = [override] + (["rounds=3"] if override == "schedule=custom" else [])
+    with pytest.raises(ConfigError, match=re.escape(field)):
+        validate(composed(*overrides))
+
+
+@pytest.mark.parametrize("eta", ["[0.5,0.6,0,0,0,0,0,0,0,0]", "[1.5,-0.5,0,0,0,0,0,0,0,0]", "[1,0]"])
+def test_custom_schedules_that_cannot_run_are_refused(eta):
+    with pytest.raises(ConfigError, match="schedule"):
+        validate(composed("schedule=custom", f"schedule.eta={eta}"))
+
+
+def test_late_round_must_fit_the_run():
+    with pytest.raises(ConfigError, match=r"schedule\.round"):
+        validate(composed("schedule=late", "rounds=5"))
+
+
+def test_cli_refuses_sigma_within_seconds():
+    start = time.time()
+    result = subprocess.run(sirt_command("train", "verifier.sigma=1.5"), cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode != 0
+    assert "sigma" in result.stderr and "Traceback" not in result.stderr
+    assert time.time() - start < 60
+
+
+def test_cli_refuses_an_unknown_group_option():
+    result = subprocess.run(sirt_command("train", "verifier=maybe"), cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode != 0 and "verifier" in result.stderr and "Traceback" not in result.stderr

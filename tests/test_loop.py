@@ -1,0 +1,83 @@
+"""The loop end to end on the micro config: the run directory contract, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import MICRO, ROOT, sirt_command
+
+pytestmark = pytest.mark.slow
+
+METRIC_KEYS = {"round", "acc", "pass_at_k", "U_s", "U_v", "G", "U_s_tok", "U_v_tok", "acceptance", "n_selected",
+               "ext_used", "eta", "tokens_generated", "seconds"}
+
+
+def train(run_dir: Path, *overrides: str, wait: bool = True) -> subprocess.Popen | subprocess.CompletedProcess:
+    cmd = sirt_command("train", f"hydra.run.dir={run_dir}", *MICRO, *overrides)
+    if wait:
+        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_micro_run_writes_the_run_directory(tmp_path, cache_dir):
+    run_dir = tmp_path / "run"
+    result = train(run_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = rows(run_dir)
+    assert [r["round"] for r in metrics] == [0, 1, 2]
+    for r in metrics:
+        assert set(r) >= METRIC_KEYS
+        assert {"generate", "verify", "eval"} <= set(r["seconds"])
+        assert r["G"] == pytest.approx(r["U_s"] - r["U_v"])
+        assert 0.0 <= r["acc"] <= 1.0 and 0.0 <= r["acceptance"] <= 1.0
+    assert "train" in metrics[1]["seconds"] and "train" not in metrics[0]["seconds"]
+    selections = [json.loads(x) for x in (run_dir / "rounds/0/selections.jsonl").read_text().splitlines()]
+    assert len(selections) == 8 and all(len(s["samples"]) == 4 == len(s["scores"]) for s in selections)
+    assert json.loads((run_dir / "state.json").read_text())["round"] == 2
+    assert (run_dir / ".hydra/config.yaml").exists()
+    assert list((run_dir / "wandb").glob("offline-run-*")), "no offline W&B run"
+    fit = json.loads((run_dir / "fit.json").read_text())
+    assert "4 rounds" in fit["status"]  # 3 rows are too few to fit, and the run still succeeds
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, cache_dir):
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    extra = ("rounds=3", "logger=none", "fit.enabled=false")
+    assert train(reference, *extra).returncode == 0
+    proc = train(killed, *extra, wait=False)
+    state = killed / "state.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if state.exists() and json.loads(state.read_text())["round"] >= 1:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)  # mid-round 2: training or sampling
+    proc.wait()
+    assert json.loads(state.read_text())["round"] < 3
+    result = train(killed, *extra)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ref, got = rows(reference), rows(killed)
+    assert [r["round"] for r in got] == [0, 1, 2, 3]
+    for a, b in zip(ref, got):
+        for key in ("acc", "U_s", "U_v", "G", "acceptance"):
+            assert b[key] == pytest.approx(a[key], abs=1e-4), (a["round"], key)
+
+
+def test_resume_refuses_a_changed_config(tmp_path, cache_dir):
+    run_dir = tmp_path / "run"
+    assert train(run_dir, "rounds=1", "logger=none", "fit.enabled=false").returncode == 0
+    result = train(run_dir, "rounds=1", "logger=none", "fit.enabled=false", "verifier.sigma=0.7")
+    assert result.returncode == 2
+    assert "different config" in result.stderr

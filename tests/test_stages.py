@@ -1,0 +1,110 @@
+"""Each stage of a round on hand-built inputs."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+
+import pytest
+import torch
+
+from sirt import data
+from sirt.evaluation import mean_pass_at_k, pass_at_k
+from sirt.generation import Sample
+from sirt.models import char_tokenizer
+from sirt.selection import best_of_n, verifier_choice
+from sirt.uncertainty import solver_verifier_gap
+from sirt.verification import first_token_ids, qe_scores, tf_scores
+
+
+def test_best_of_n_takes_lowest_normalised_nll_among_accepted():
+    scores = [0.9, 0.2, 0.7, 0.6]
+    nll = [10.0, 1.0, 9.0, 4.0]
+    lengths = [10, 10, 3, 2]  # per token: 1.0, 0.1 (rejected), 3.0, 2.0
+    assert best_of_n(scores, nll, lengths, sigma=0.5) == 0
+    assert best_of_n(scores, nll, lengths, sigma=0.65) == 0
+    assert best_of_n(scores, nll, lengths, sigma=0.0) == 1
+    assert best_of_n(scores, nll, lengths, sigma=0.95) is None
+
+
+def test_verifier_choice_falls_back_to_highest_score():
+    assert verifier_choice([0.1, 0.4, 0.3], [1.0, 5.0, 0.5], [1, 1, 1], sigma=0.5) == 1
+    assert verifier_choice([0.1, 0.6, 0.9], [1.0, 5.0, 0.5], [1, 1, 1], sigma=0.5) == 2
+
+
+def test_uncertainty_and_gap_from_known_logprobs():
+    solver = [Sample("a", 2, math.log(0.25)), Sample("b", 4, math.log(0.5))]
+    verifier = [Sample("c", 1, math.log(0.5)), Sample("d", 2, math.log(1.0))]
+    gap = solver_verifier_gap(solver, verifier)
+    U_s = (math.log(4) + math.log(2)) / 2
+    U_v = math.log(2) / 2
+    assert gap["U_s"] == pytest.approx(U_s)
+    assert gap["U_v"] == pytest.approx(U_v)
+    assert gap["G"] == pytest.approx(U_s - U_v)
+    assert gap["U_s_tok"] == pytest.approx((math.log(4) / 2 + math.log(2) / 4) / 2)
+
+
+def test_tf_score_from_known_logits():
+    logits = torch.full((2, 6), -1e9)
+    logits[0, [1, 2, 3]] = torch.log(torch.tensor([0.3, 0.1, 0.6]))  # true {1,2}, false {3}
+    logits[1, [1, 3]] = torch.tensor([0.0, 0.0])
+    s = tf_scores(logits, true_ids=[1, 2], false_ids=[3])
+    assert s.tolist() == pytest.approx([0.4, 0.5], abs=1e-6)
+    with pytest.raises(ValueError):
+        tf_scores(logits, [1], [1])
+
+
+def test_qe_score_is_expected_rating_scaled():
+    logits = torch.full((1, 8), -1e9)
+    logits[0, [4, 5, 6]] = torch.log(torch.tensor([0.2, 0.3, 0.5]))  # ratings 0, 1, 2
+    assert qe_scores(logits, [4, 5, 6]).item() == pytest.approx(0.3 * 0.5 + 0.5 * 1.0, abs=1e-6)
+
+
+def test_first_token_ids_on_char_tokenizer():
+    tok = char_tokenizer()
+    yes = first_token_ids(tok, "yes")
+    assert tok.convert_tokens_to_ids("y") in yes and tok.convert_tokens_to_ids("Y") in yes
+    assert set(yes).isdisjoint(first_token_ids(tok, "no"))
+
+
+def brute_force_pass_at_k(correct: list[bool], k: int) -> float:
+    subsets = list(itertools.combinations(range(len(correct)), k))
+    return sum(any(correct[i] for i in s) for s in subsets) / len(subsets)
+
+
+@pytest.mark.parametrize("n,c,k", [(5, 0, 1), (5, 2, 1), (6, 2, 3), (8, 5, 4), (4, 4, 4), (7, 1, 7)])
+def test_pass_at_k_matches_brute_force(n, c, k):
+    correct = [True] * c + [False] * (n - c)
+    assert pass_at_k(n, c, k) == pytest.approx(brute_force_pass_at_k(correct, k))
+
+
+def test_mean_pass_at_k_skips_k_above_n():
+    assert set(mean_pass_at_k([[True, False], [False, False]], [1, 2, 4])) == {"1", "2"}
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [("so 3+4=7 #### 7", "7"), ("#### -12", "-12"), ("#### 1,234", "1234"), ("#### 5.0", "5"),
+     ("#### 2.50", "2.5"), ("no answer", None), ("#### 3 then #### 4", "3")],
+)
+def test_extract_answer(text, expected):
+    assert data.extract_answer(text) == expected
+
+
+def test_arithmetic_problems_are_correct_and_levelled():
+    rng = random.Random(0)
+    for level in (1, 2, 3, 4, 5):
+        for _ in range(50):
+            p = data.arithmetic_problem(rng, level, 9)
+            assert p.question.count("+") + p.question.count("-") == level
+            assert int(p.target) == eval(p.question)
+            assert data.is_correct(p.answer, p)
+            assert not data.is_correct(p.answer.replace(f"#### {p.target}", f"#### {int(p.target) + 1}"), p)
+
+
+def test_malformed_rows_are_named():
+    with pytest.raises(ValueError, match="row 1"):
+        data.rows_to_problems([{"question": "q", "answer": "#### 1"}, {"question": "q"}], "x.jsonl")
+    with pytest.raises(ValueError, match="####"):
+        data.rows_to_problems([{"question": "q", "answer": "42"}], "x.jsonl")
