@@ -14,7 +14,11 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 
-class ConfigError(ValueError):
+class InputError(ValueError):
+    """Bad input from the user (a config value, a data file, a missing model): one clear message."""
+
+
+class ConfigError(InputError):
     """A config value that cannot run; the message names the field."""
 
 
@@ -34,6 +38,7 @@ class TeachSchema:
     """How the organism is taught, once and cached: to solve imperfectly, then to verify well."""
 
     solve_problems: int = 6000
+    slip_rate: float = 0.6
     solve_steps: int = 600
     verify_problems: int = 1500
     verify_samples: int = 4
@@ -61,16 +66,41 @@ class ModelSchema:
     dtype: str = "auto"
     attn_implementation: str | None = None
     chat_template: bool = False
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+    gguf_file: str | None = None
     tiny: TinySchema = field(default_factory=TinySchema)
     teach: TeachSchema = field(default_factory=TeachSchema)
     lora: LoraSchema = field(default_factory=LoraSchema)
 
 
 @dataclass
+class HubSchema:
+    """A dataset on the Hugging Face hub, read with ``datasets.load_dataset``."""
+
+    id: str | None = None
+    configs: list[str] = field(default_factory=list)
+    train_split: str = "train"
+    test_split: str = "test"
+
+
+@dataclass
+class ChatSchema:
+    """Prompt texts for chat-template models: the user turn that poses a question, and the verifier's turns."""
+
+    system: str | None = None
+    user: str = "{question}"
+    verify_tf: str = "Is the answer above correct? Answer {true} or {false}."
+    verify_qe: str = ("Rate the answer above from {low} (certainly wrong) to {high} (certainly right). "
+                      "Answer with the number only.")
+
+
+@dataclass
 class DatasetSchema:
     name: str = "arithmetic"
     path: str | None = None
+    hub: HubSchema = field(default_factory=HubSchema)
     prompt_template: str = "Q: {question}\nA: "
+    chat: ChatSchema = field(default_factory=ChatSchema)
     levels: list[int] = field(default_factory=lambda: [2, 3, 4])
     max_operand: int = 9
     n_train: int = 128
@@ -89,6 +119,14 @@ class VerifierSchema:
 
 
 @dataclass
+class VllmSchema:
+    """Engine settings of the vLLM backend (used only with ``generation.backend=vllm``)."""
+
+    gpu_memory_utilization: float = 0.35
+    max_model_len: int = 4096
+
+
+@dataclass
 class GenerationSchema:
     backend: str = "transformers"
     n_samples: int = 16
@@ -98,6 +136,7 @@ class GenerationSchema:
     top_k: int = 0
     batch_size: int = 1024
     pass_k: list[int] = field(default_factory=lambda: [1, 4, 16])
+    vllm: VllmSchema = field(default_factory=VllmSchema)
 
 
 @dataclass
@@ -214,9 +253,21 @@ def _checks(c: Config) -> None:
     _check(0 <= c.model.teach.replay_fraction < 1, "model.teach.replay_fraction", c.model.teach.replay_fraction,
            "must be in [0, 1)")
     _check(c.fit.forecast_k >= 3, "fit.forecast_k", c.fit.forecast_k, "must be >= 3")
+    _check(0 < c.generation.vllm.gpu_memory_utilization <= 1, "generation.vllm.gpu_memory_utilization",
+           c.generation.vllm.gpu_memory_utilization, "must be in (0, 1]")
+    if c.model.name_or_path:  # fail in seconds, before data loading, when the weights cannot be loaded here
+        from sirt.weights import check_available
+
+        check_available(c.model.name_or_path, c.model.gguf_file)
     from sirt.external import eta_schedule  # schedule rules live with the allocation
+    from sirt.teacher import teacher_schema
 
     eta_schedule(c.schedule, c.rounds)
+    if c.external.source == "teacher":
+        try:
+            teacher_schema(c.external.teacher)
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"external.teacher: {err}") from None
 
 
 def validate(cfg: DictConfig) -> Config:

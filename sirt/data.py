@@ -10,21 +10,27 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sirt.config import DatasetSchema
+from sirt import answers
+from sirt.config import DatasetSchema, InputError
 
 ANSWER_RE = re.compile(r"####\s*(-?[\d,]*\.?\d+)")
 
 
 @dataclass(frozen=True)
 class Problem:
-    """One task instance; ``answer`` is a full reference solution ending in ``#### n``."""
+    """One task instance; ``answer`` is a full reference solution ending in ``#### n``.
+
+    ``kind`` names the ground-truth checker in :data:`CHECKERS` (how a response is graded).
+    """
 
     question: str
     answer: str
     level: int
+    kind: str = "number"
 
     @property
     def target(self) -> str:
@@ -45,9 +51,17 @@ def extract_answer(text: str) -> str | None:
     return str(int(number)) if re.fullmatch(r"-?\d+", number) else number
 
 
-def is_correct(response: str, problem: Problem) -> bool:
-    """Ground-truth check of a response's final answer against the reference."""
+def number_matches(response: str, problem: Problem) -> bool:
+    """GSM8K-style check: the final numbers after ``####`` agree."""
     return extract_answer(response) == problem.target
+
+
+CHECKERS: dict[str, Callable[[str, Problem], bool]] = {"number": number_matches, **answers.CHECKERS}
+
+
+def is_correct(response: str, problem: Problem) -> bool:
+    """Ground-truth check of a response against the reference, by the problem's kind."""
+    return CHECKERS[problem.kind](response, problem)
 
 
 # --- the embedded arithmetic task ----------------------------------------------------------
@@ -70,12 +84,17 @@ def arithmetic_problem(rng: random.Random, level: int, max_operand: int) -> Prob
     return Problem(question=question, answer=solve_chain(question), level=level)
 
 
-def solve_chain(expression: str) -> str:
-    """The scratchpad of ``expression``: one line per operation, then ``#### total``."""
+def solve_chain(expression: str, slip: Callable[[], bool] | None = None) -> str:
+    """The scratchpad of ``expression``: one line per operation, then ``#### total``.
+
+    ``slip`` models a bad habit: at an addition that carries into the tens, ``slip()`` decides
+    whether the carry is dropped (``16+7 -> 13``); the error propagates to the answer.
+    """
     numbers = [int(x) for x in re.findall(r"[+-]?\d+", expression)]
     total, rest, lines = numbers[0], numbers[1:], []
     for i, operand in enumerate(rest):
-        total += operand
+        carries = operand > 0 and total % 10 + operand >= 10
+        total += operand - (10 if carries and slip is not None and slip() else 0)
         lines.append(f"{total}" + "".join(f"{x:+d}" for x in rest[i + 1 :]))
     return " ".join(filter(None, [";".join(lines[:-1]), f"#### {total}"]))
 
@@ -96,9 +115,9 @@ def rows_to_problems(rows, source: str) -> list[Problem]:
         try:
             problem = Problem(str(row["question"]), str(row["answer"]), int(row.get("level") or 1))
         except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"{source}: row {i}: malformed ({err!r}); need 'question' and 'answer'") from None
+            raise InputError(f"{source}: row {i}: malformed ({err!r}); need 'question' and 'answer'") from None
         if extract_answer(problem.answer) is None:
-            raise ValueError(f"{source}: row {i}: answer has no final '#### <number>'")
+            raise InputError(f"{source}: row {i}: answer has no final '#### <number>'")
         problems.append(problem)
     return problems
 
@@ -108,10 +127,15 @@ def load_splits(cfg: DatasetSchema) -> tuple[list[Problem], list[Problem]]:
 
     ``cfg.path`` is a local JSONL pattern with ``{split}`` (e.g. ``data/gsm8k_{split}.jsonl``),
     read with ``datasets.load_dataset("json")``, so the same code reads a hub export.
+    The paper's datasets (GSM8K, MATH, ProntoQA) are read by :mod:`sirt.tasks`.
     """
+    from sirt import tasks
+
+    if cfg.name in tasks.LOADERS:
+        return tasks.load_splits(cfg)
     if cfg.path is None:
         if cfg.name != "arithmetic":
-            raise ValueError(f"dataset {cfg.name!r} needs dataset.path (a local JSONL with {{split}})")
+            raise InputError(f"dataset {cfg.name!r} needs dataset.path (a local JSONL with {{split}})")
         train = arithmetic_split(cfg.n_train, cfg.levels, cfg.max_operand, cfg.seed)
         seen = {p.question for p in train}
         test = [p for p in arithmetic_split(2 * cfg.n_test, cfg.levels, cfg.max_operand, cfg.seed + 1)
@@ -123,7 +147,7 @@ def load_splits(cfg: DatasetSchema) -> tuple[list[Problem], list[Problem]]:
     for split, n in (("train", cfg.n_train), ("test", cfg.n_test)):
         path = cfg.path.format(split=split)
         if not Path(path).exists():
-            raise FileNotFoundError(f"dataset.path: {path} does not exist")
+            raise InputError(f"dataset.path: {path} does not exist")
         rows = load_dataset("json", data_files=path, split="train")
         splits[split] = rows_to_problems(rows.select(range(min(n, len(rows)))), path)
     return splits["train"], splits["test"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 
 from sirt.config import ConfigError, ScheduleSchema
 
@@ -54,17 +55,8 @@ def allocate(eta: list[float], budget: int) -> list[int]:
     return counts
 
 
-def external_target(record: dict, source: str) -> str | None:
-    """The training target an external source gives for one prompt of a round.
-
-    ``gold``: the dataset's reference solution. ``oracle``: a ground-truth check used as the
-    verifier score, i.e. the lowest-uncertainty correct sample (None if none is correct).
-    ``teacher`` responses are attached to the record by the loop before this is called.
-    """
-    if source == "gold":
-        return record["reference"]
-    if source == "teacher":
-        return record.get("teacher")
+def oracle_target(record: dict) -> str | None:
+    """A ground-truth check used as the verifier score: the lowest-uncertainty correct sample."""
     correct = [j for j, ok in enumerate(record["correct"]) if ok]
     if not correct:
         return None
@@ -73,18 +65,27 @@ def external_target(record: dict, source: str) -> str | None:
 
 
 def training_rows(
-    records: list[dict], n_external: int, source: str, rng: random.Random
+    records: list[dict],
+    n_external: int,
+    source: str,
+    rng: random.Random,
+    teacher: Callable[[list[str]], list[str]] | None = None,
 ) -> tuple[list[dict[str, str]], int]:
     """SFT rows of a round: the self-verified picks, with ``n_external`` prompts (chosen at
-    random) taking their target from the external source instead. Returns (rows, items used)."""
-    external = set(rng.sample(range(len(records)), min(n_external, len(records))))
-    rows, used = [], 0
+    random) taking their target from the external source instead. Returns (rows, items used).
+
+    ``gold``: the dataset's reference solution; ``oracle``: :func:`oracle_target`;
+    ``teacher``: the teacher's response to the prompt.
+    """
+    external = sorted(rng.sample(range(len(records)), min(n_external, len(records))))
+    if source == "teacher" and external:
+        targets = dict(zip(external, teacher([records[i]["prompt"] for i in external])))
+    else:
+        targets = {i: records[i]["reference"] if source == "gold" else oracle_target(records[i]) for i in external}
+    rows = []
     for i, record in enumerate(records):
-        if i in external:
-            target = external_target(record, source)
-            used += 1
-        else:
-            target = None if record["pick"] is None else record["samples"][record["pick"]]
+        pick = record["pick"]
+        target = targets[i] if i in targets else (None if pick is None else record["samples"][pick])
         if target is not None:
             rows.append({"prompt": record["prompt"], "completion": target})
-    return rows, used
+    return rows, len(external)

@@ -1,6 +1,7 @@
 """Models: the tokenizer and causal LM of a run, from a hub id / local path or built in code.
 
-``model.name_or_path`` loads a real checkpoint with ``from_pretrained``; without it, sirt
+``model.name_or_path`` loads a real checkpoint with ``from_pretrained`` (a hub id, a directory,
+a GGUF file or a file an installed package ships: see :mod:`sirt.weights`); without it, sirt
 builds the embedded model organism (a small LlamaForCausalLM with a character tokenizer)
 and teaches it once (see :mod:`sirt.organism`). Either way the rest of sirt sees the same
 ``(model, tokenizer)`` pair with left padding for batched generation.
@@ -8,6 +9,7 @@ and teaches it once (see :mod:`sirt.organism`). Either way the rest of sirt sees
 
 from __future__ import annotations
 
+import logging
 import string
 from pathlib import Path
 
@@ -23,8 +25,11 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from sirt import weights
 from sirt.config import DatasetSchema, ModelSchema, TinySchema
+from sirt.prompts import end_of_turn, uses_chat
 
+log = logging.getLogger(__name__)
 SPECIAL_TOKENS = ["<pad>", "<eos>", "<unk>"]
 ALPHABET = [*string.printable[:95], "\n"]  # printable ASCII and newline
 
@@ -79,14 +84,42 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_pretrained(path: str | Path, cfg: ModelSchema) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A causal LM and its tokenizer from a hub id or a directory (e.g. a round checkpoint)."""
-    kwargs = {"dtype": torch_dtype(cfg.dtype)}
+def load_pretrained(
+    path: str | Path, cfg: ModelSchema, gguf_file: str | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A causal LM and its tokenizer from a hub id or a directory (e.g. a round checkpoint).
+
+    ``gguf_file`` names a GGUF file in ``path``: transformers reads its tokenizer and dequantizes
+    its weights to ``dtype``, so a quantized release trains like any other checkpoint.
+    """
+    gguf = {"gguf_file": gguf_file} if gguf_file else {}
+    kwargs = {"dtype": torch_dtype(cfg.dtype), **gguf}
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
-    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path))
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path, **gguf))
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs).to(device())
     model.eval()
+    return model, tokenizer
+
+
+def load_named(cfg: ModelSchema) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The model ``model.name_or_path`` names (hub id, directory, GGUF file or ``pkg://`` file).
+
+    A hub download that fails becomes the one-line :class:`~sirt.weights.WeightsUnavailable`.
+    A chat model's responses end where its template ends an assistant turn, which is not always
+    the tokenizer's EOS (Phi-3): generation stops there and SFT appends it to every target.
+    """
+    source = weights.check_available(cfg.name_or_path, cfg.gguf_file)
+    try:
+        model, tokenizer = load_pretrained(source.path, cfg, source.gguf_file)
+    except OSError as err:
+        if source.local:
+            raise
+        raise weights.unavailable(cfg.name_or_path, str(err).splitlines()[0]) from None
+    if uses_chat(tokenizer, cfg) and (eot := end_of_turn(tokenizer, cfg)) and eot != tokenizer.eos_token:
+        log.info("responses end at %s, the chat template's end of turn (tokenizer EOS was %s)", eot,
+                 tokenizer.eos_token)
+        tokenizer.eos_token = eot
     return model, tokenizer
 
 
@@ -100,7 +133,7 @@ def load(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The round-0 model of a run: a checkpoint by name/path, or the taught organism."""
     if cfg.name_or_path:
-        return load_pretrained(cfg.name_or_path, cfg)
+        return load_named(cfg)
     from sirt.organism import load_organism
 
     return load_organism(cfg, dataset, held_out)

@@ -31,7 +31,7 @@ from sirt.verification import verification_prompt
 
 log = logging.getLogger(__name__)
 CONF = Path(__file__).resolve().parent.parent / "conf"
-VERSION = 2  # bump when the teaching recipe changes, to invalidate caches
+VERSION = 3  # bump when the teaching recipe changes, to invalidate caches
 
 
 def cache_root() -> Path:
@@ -56,10 +56,18 @@ def qe_rating(response: str, problem: data.Problem, n_ratings: int) -> int:
     return int((n_ratings // 2 - 1) * agree / len(ref))
 
 
-def solve_rows(problems: list[data.Problem], dataset: DatasetSchema) -> list[dict[str, str]]:
-    """Worked solutions: prompt -> reference scratchpad."""
-    return [{"prompt": dataset.prompt_template.format(question=p.question), "completion": p.answer}
-            for p in problems]
+def solve_rows(
+    problems: list[data.Problem], dataset: DatasetSchema, slip_rate: float, rng: random.Random
+) -> list[dict[str, str]]:
+    """Worked solutions with a bad habit: each carry is dropped with probability ``slip_rate``.
+
+    With a rate above 1/2 the dropped carry is the model's most likely continuation, so its
+    greedy answers are wrong wherever a carry occurs, while correct carries stay among its
+    samples — a solver that is systematically weak where a verifier can see the error.
+    """
+    slip = lambda: rng.random() < slip_rate  # noqa: E731
+    return [{"prompt": dataset.prompt_template.format(question=p.question),
+             "completion": data.solve_chain(p.question, slip)} for p in problems]
 
 
 def verify_rows(
@@ -113,12 +121,13 @@ def teach(model_cfg: ModelSchema, dataset: DatasetSchema, held_out: set[str]) ->
         return stats
 
     log.info("teaching the organism to solve: %d problems, %d steps (once; cached)", len(solve_set), t.solve_steps)
-    stats = {"solve": phase(solve_rows(solve_set, dataset), t.solve_steps)}
+    stats = {"solve": phase(solve_rows(solve_set, dataset, t.slip_rate, rng), t.solve_steps)}
     prompts = [dataset.prompt_template.format(question=p.question) for p in verify_set]
     samples = sample(model, tokenizer, prompts, GenerationSchema(), n=t.verify_samples, desc="teach: sample")
     responses = [[s.text for s in row] for row in samples]
     rows = verify_rows(verify_set, responses, dataset, rng)
-    replay = solve_rows(rng.choices(solve_set, k=int(len(rows) * t.replay_fraction / (1 - t.replay_fraction))), dataset)
+    n_replay = int(len(rows) * t.replay_fraction / (1 - t.replay_fraction))
+    replay = solve_rows(rng.choices(solve_set, k=n_replay), dataset, t.slip_rate, rng)
     log.info("teaching the organism to verify: %d verdicts on its own answers, %d steps", len(rows), t.verify_steps)
     stats["verify"] = phase(rows + replay, t.verify_steps)
     stats["solver_accuracy_on_teaching_samples"] = sum(

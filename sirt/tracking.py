@@ -16,7 +16,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
 
 from sirt.config import Config, LoggerSchema
 
@@ -155,3 +157,25 @@ def quiet_third_party() -> None:
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+
+
+class SweepReport(Callback):
+    """Hydra callback: each job leaves ``job_status.json``; the multirun ends with a list of the
+    jobs that failed (the others ran to completion), also written to ``failed_jobs.json``.
+
+    Status files rather than memory, so it works when a launcher runs jobs in other processes.
+    """
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        error = None if job_return.status == JobStatus.COMPLETED else repr(job_return._return_value)
+        status = {"overrides": job_return.overrides, "status": job_return.status.name, "error": error}
+        write_atomic(Path(config.hydra.runtime.output_dir) / "job_status.json", json.dumps(status, indent=2))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep = Path(config.hydra.sweep.dir)
+        statuses = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/job_status.json"))]
+        failed = [s for s in statuses if s["status"] != "COMPLETED"]
+        write_atomic(sweep / "failed_jobs.json", json.dumps(failed, indent=2))
+        log.info("sweep %s: %d of %d jobs completed", sweep, len(statuses) - len(failed), len(statuses))
+        for job in failed:
+            log.error("FAILED %s: %s", " ".join(job["overrides"]) or "(no overrides)", job["error"])

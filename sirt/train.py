@@ -28,13 +28,16 @@ from pathlib import Path
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from sirt import data, evaluation, models, training
-from sirt.config import Config, ConfigError, validate
+from sirt.config import Config, ConfigError, InputError, validate
 from sirt.external import allocate, eta_schedule, training_rows
 from sirt.generation import sample
+from sirt.prompts import solver_prompt, verifier_schema
 from sirt.selection import select
+from sirt.teacher import make_teacher
 from sirt.tracking import RunDir, Tracker, quiet_third_party
 from sirt.uncertainty import solver_verifier_gap
 from sirt.verification import Verifier
@@ -78,7 +81,7 @@ def round_problems(train: list[data.Problem], config: Config, t: int) -> list[da
 def one_round(t, model, tokenizer, verifier, problems, test, config: Config, clock: Stopwatch):
     """Measure model_t on the round's prompts and pick next round's data: (row, selections)."""
     gen = config.generation
-    prompts = [config.dataset.prompt_template.format(question=p.question) for p in problems]
+    prompts = [solver_prompt(p.question, tokenizer, config) for p in problems]
     with clock("generate"):
         samples = sample(model, tokenizer, prompts, gen, desc=f"round {t}: generate")
     with clock("verify"):
@@ -90,15 +93,19 @@ def one_round(t, model, tokenizer, verifier, problems, test, config: Config, clo
         records = select(prompts, problems, samples, scores, config.verifier.sigma)
         picks = [r for r in records if r["pick"] is not None]
     with clock("eval"):
-        greedy = sample(model, tokenizer, [config.dataset.prompt_template.format(question=p.question) for p in test],
+        greedy = sample(model, tokenizer, [solver_prompt(p.question, tokenizer, config) for p in test],
                         gen, n=1, greedy=True, desc=f"round {t}: eval")
         correct = [data.is_correct(g[0].text, p) for g, p in zip(greedy, test)]
     gap = solver_verifier_gap([row[0] for row in samples], [row[r["verifier_choice"]] for row, r in
                                                             zip(samples, records)])
+    levels = [r["level"] for r in records]
     row = {
         "round": t,
         "acc": evaluation.accuracy(correct),
         "acc_level": evaluation.level_accuracy(correct, [p.level for p in test]),
+        "acceptance_level": evaluation.level_accuracy([r["pick"] is not None for r in records], levels),
+        "n_selected_level": {str(lv): sum(r["pick"] is not None for r in records if r["level"] == lv)
+                             for lv in sorted(set(levels))},
         "pass_at_k": evaluation.mean_pass_at_k([r["correct"] for r in records], gen.pass_k),
         **gap,
         "acceptance": len(picks) / len(records),
@@ -110,10 +117,10 @@ def one_round(t, model, tokenizer, verifier, problems, test, config: Config, clo
     return row, records
 
 
-def train_model(model, tokenizer, run: RunDir, config: Config, t: int, ext_items: int, load_base):
+def train_model(model, tokenizer, run: RunDir, config: Config, t: int, ext_items: int, load_base, teacher):
     """model_t: SFT on round t-1's picks (+ external items), or from the base on all picks so far."""
     rng = random.Random(config.seed * 104729 + t)
-    rows, used = training_rows(run.selections(t - 1), ext_items, config.external.source, rng)
+    rows, used = training_rows(run.selections(t - 1), ext_items, config.external.source, rng, teacher)
     if config.trainer.restart_from_base:  # STaR style: every round restarts on everything so far
         rows = [r for s in range(t - 1) for r in training_rows(run.selections(s), 0, "gold", rng)[0]] + rows
         model = load_base()
@@ -144,7 +151,10 @@ def run(config: Config, run_dir: Path, job_name: str) -> list[dict]:
     def load_base():
         return models.load(config.model, config.dataset, held_out)
     model, tokenizer = load_base() if start == 0 else models.load_pretrained(run.model_dir(start - 1), config.model)
-    verifier = Verifier(tokenizer, config.verifier)
+    verifier = Verifier(tokenizer, verifier_schema(tokenizer, config))
+    teacher = None
+    if config.external.source == "teacher" and any(ext[max(start, 1) - 1 :]):
+        teacher = make_teacher(config.external.teacher, config.dataset, config.generation, held_out).respond
     tracker = Tracker(config.logger, config, run_dir, state.get("wandb_id"), job_name)
     try:
         for t in range(start, config.rounds + 1):
@@ -152,7 +162,7 @@ def run(config: Config, run_dir: Path, job_name: str) -> list[dict]:
             clock, stats = Stopwatch(), {"ext_used": 0}
             if t > 0:
                 with clock("train"):
-                    model, stats = train_model(model, tokenizer, run, config, t, ext[t - 1], load_base)
+                    model, stats = train_model(model, tokenizer, run, config, t, ext[t - 1], load_base, teacher)
             problems = round_problems(train, config, t)
             row, records = one_round(t, model, tokenizer, verifier, problems, test, config, clock)
             row.update(eta=eta[t - 1] if t > 0 else 0.0, **stats, seconds=dict(clock.seconds))
@@ -196,17 +206,20 @@ def fit_callback(run_dir: Path, config: Config, tracker: Tracker) -> None:
 
 @hydra.main(version_base=None, config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    """One job. Bad input ends a single run with one message and exit code 2; in a multirun the
+    job fails (and is reported at the end) while the other jobs go on."""
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         config = validate(cfg)
-    except ConfigError as err:
-        print(f"sirt.train: config error: {err}", file=sys.stderr)
-        sys.exit(2)
-    quiet_third_party()
-    hydra_cfg = HydraConfig.get()
-    job_name = hydra_cfg.job.override_dirname or Path(hydra_cfg.runtime.output_dir).name
-    try:
+        if multirun and config.logger.group is None:  # the W&B runs of one sweep share a group
+            config.logger.group = Path(hydra_cfg.sweep.dir).name
+        quiet_third_party()
+        job_name = hydra_cfg.job.override_dirname or Path(hydra_cfg.runtime.output_dir).name
         run(config, Path(hydra_cfg.runtime.output_dir), job_name)
-    except (ConfigError, FileNotFoundError, ValueError) as err:
+    except InputError as err:
+        if multirun:
+            raise
         print(f"sirt.train: {err}", file=sys.stderr)
         sys.exit(2)
 

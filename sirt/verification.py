@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from sirt.config import VerifierSchema
+from sirt.config import ConfigError, VerifierSchema
 
 
 def first_token_ids(tokenizer: PreTrainedTokenizerBase, word: str) -> list[int]:
@@ -24,14 +24,14 @@ def first_token_ids(tokenizer: PreTrainedTokenizerBase, word: str) -> list[int]:
         if tokens and tokenizer.decode(tokens[:1]).strip():  # skip a lone-space first token
             ids.add(tokens[0])
     if not ids:
-        raise ValueError(f"verifier word {word!r} has no usable first token in this tokenizer")
+        raise ConfigError(f"verifier.words: word {word!r} has no usable first token in this tokenizer")
     return sorted(ids)
 
 
 def tf_scores(logits: torch.Tensor, true_ids: list[int], false_ids: list[int]) -> torch.Tensor:
     """P(true)/(P(true)+P(false)) from next-token logits (batch, vocab)."""
     if set(true_ids) & set(false_ids):
-        raise ValueError("the true and false words share a first token; choose distinguishable words")
+        raise ConfigError("verifier.words: the true and false words share a first token; choose distinguishable words")
     probs = torch.softmax(logits.float(), dim=-1)
     p_true = probs[:, true_ids].sum(dim=-1)
     p_false = probs[:, false_ids].sum(dim=-1)
@@ -41,7 +41,7 @@ def tf_scores(logits: torch.Tensor, true_ids: list[int], false_ids: list[int]) -
 def qe_scores(logits: torch.Tensor, rating_ids: list[int]) -> torch.Tensor:
     """Expected rating in [0, 1] from next-token logits over ``rating_ids`` (lowest rating first)."""
     if len(set(rating_ids)) != len(rating_ids):
-        raise ValueError("rating tokens are not distinct in this tokenizer")
+        raise ConfigError("verifier.ratings: rating tokens are not distinct in this tokenizer")
     probs = torch.softmax(logits.float()[:, rating_ids], dim=-1)
     values = torch.linspace(0.0, 1.0, len(rating_ids), device=logits.device)
     return probs @ values

@@ -1,0 +1,137 @@
+"""``python -m sirt.compare SWEEP_DIR``: paper 1's cross-improvement table for a multirun.
+
+Per job: schedule, budget M, initial and final accuracy, U_s at the end and U_s,inf from the
+fit. Across the schedules that used external data: the max-min spread of final accuracy (the
+paper: at most 2.17 points) and of final U_s, and Proposition 5.1's verdict — the final
+uncertainty depends only on sum(eta), not on when the data came. Writes ``compare.md``,
+``compare.json`` and ``compare.png`` into the sweep directory and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from omegaconf import OmegaConf
+
+from sirt.tracking import read_jsonl, write_atomic
+
+
+def job_summary(job_dir: Path) -> dict[str, Any] | None:
+    """One row of the table, or None for a directory that holds no completed round."""
+    rows = read_jsonl(job_dir / "metrics.jsonl")
+    if not rows:
+        return None
+    cfg = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
+    fit_path = job_dir / "fit.json"
+    joint = json.loads(fit_path.read_text()).get("joint", {}) if fit_path.exists() else {}
+    return {
+        "job": job_dir.name,
+        "schedule": cfg.schedule.name,
+        "source": cfg.external.source,
+        "budget": cfg.external.budget if cfg.schedule.name != "none" else 0,
+        "rounds": rows[-1]["round"],
+        "acc_initial": rows[0]["acc"],
+        "acc_final": rows[-1]["acc"],
+        "U_s_final": rows[-1]["U_s"],
+        "U_s_inf": joint.get("U_s_inf"),
+        "ext_used": sum(r.get("ext_used", 0) for r in rows),
+        "trajectory": {"round": [r["round"] for r in rows], "acc": [r["acc"] for r in rows],
+                       "U_s": [r["U_s"] for r in rows]},
+    }
+
+
+def verdict(jobs: list[dict[str, Any]], tolerance: float) -> dict[str, Any]:
+    """Spread across the schedules with external data, and what it says about Prop. 5.1."""
+    external = [j for j in jobs if j["schedule"] != "none"]
+    if len(external) < 2:
+        return {"status": "needs at least two schedules with external data"}
+    accs = [j["acc_final"] for j in external]
+    U_s = [j["U_s_final"] for j in external]
+    spread = max(accs) - min(accs)
+    baseline = [j["acc_final"] for j in jobs if j["schedule"] == "none"]
+    result = {
+        "status": "ok",
+        "acc_spread": spread,
+        "U_s_rel_spread": (max(U_s) - min(U_s)) / (sum(U_s) / len(U_s)),
+        "tolerance": tolerance,
+        "prop_5_1": "consistent" if spread <= tolerance else "violated",
+    }
+    if baseline:
+        result["min_gain_over_none"] = min(accs) - max(baseline)
+    return result
+
+
+def markdown(jobs: list[dict[str, Any]], summary: dict[str, Any]) -> str:
+    def fmt(x: Any) -> str:
+        return f"{x:.4g}" if isinstance(x, float) else str(x)
+
+    cols = ["job", "schedule", "source", "budget", "ext_used", "acc_initial", "acc_final", "U_s_final", "U_s_inf"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(j[c]) for c in cols) + " |" for j in jobs]
+    lines.append("")
+    if summary["status"] == "ok":
+        lines.append(f"Spread of final accuracy across external schedules: {100 * summary['acc_spread']:.2f} points "
+                     f"(paper 1: at most 2.17); relative spread of final U_s: {100 * summary['U_s_rel_spread']:.2f}%.")
+        lines.append(f"Proposition 5.1 (timing does not matter, tolerance {100 * summary['tolerance']:.1f} points): "
+                     f"**{summary['prop_5_1']}**.")
+        if "min_gain_over_none" in summary:
+            lines.append(f"Smallest gain of an external schedule over self-improvement alone: "
+                         f"{100 * summary['min_gain_over_none']:+.2f} points.")
+    else:
+        lines.append(f"No verdict: {summary['status']}.")
+    return "\n".join(lines) + "\n"
+
+
+def plot(jobs: list[dict[str, Any]], path: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for job in jobs:
+        tr, label = job["trajectory"], f"{job['schedule']} ({job['job']})"
+        axes[0].plot(tr["round"], tr["acc"], marker="o", label=label)
+        axes[1].plot(tr["round"], tr["U_s"], marker="o", label=label)
+    for ax, name in zip(axes, ("test accuracy (greedy)", "U_s (nats per response)")):
+        ax.set_xlabel("round t")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Cross-improvement: schedules of the external budget")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def compare(sweep_dir: Path, tolerance: float = 0.03) -> dict[str, Any]:
+    jobs = [s for d in sorted(p for p in sweep_dir.iterdir() if p.is_dir()) if (s := job_summary(d))]
+    if not jobs:
+        raise FileNotFoundError(f"{sweep_dir} holds no job with a metrics.jsonl")
+    summary = verdict(jobs, tolerance)
+    write_atomic(sweep_dir / "compare.json", json.dumps({"jobs": jobs, "summary": summary}, indent=2))
+    table = markdown(jobs, summary)
+    write_atomic(sweep_dir / "compare.md", table)
+    plot(jobs, sweep_dir / "compare.png")
+    print(table)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m sirt.compare", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path, help="a multirun directory (one job per subfolder)")
+    parser.add_argument("--tolerance", type=float, default=0.03, help="accuracy spread still 'consistent'")
+    args = parser.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        sys.exit(f"sirt.compare: {args.sweep_dir} is not a directory")
+    try:
+        compare(args.sweep_dir, args.tolerance)
+    except FileNotFoundError as err:
+        sys.exit(f"sirt.compare: {err}")
+
+
+if __name__ == "__main__":
+    main()
