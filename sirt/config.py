@@ -38,11 +38,11 @@ class TeachSchema:
     """How the organism is taught, once and cached: to solve imperfectly, then to verify well."""
 
     solve_problems: int = 6000
-    slip_rate: float = 0.6
-    solve_steps: int = 600
-    verify_problems: int = 1500
+    slip_rate: float = 0.7
+    solve_steps: int = 500
+    verify_problems: int = 2000
     verify_samples: int = 4
-    verify_steps: int = 300
+    verify_steps: int = 400
     replay_fraction: float = 0.25
     lr: float = 3e-3
     batch_size: int = 64
@@ -95,6 +95,14 @@ class ChatSchema:
 
 
 @dataclass
+class GraphSchema:
+    """Graphs of the graph task (sirt.graph): one size for every level, so path length is the difficulty."""
+
+    nodes: int = 6
+    chords: int = 1
+
+
+@dataclass
 class DatasetSchema:
     name: str = "arithmetic"
     path: str | None = None
@@ -103,6 +111,7 @@ class DatasetSchema:
     chat: ChatSchema = field(default_factory=ChatSchema)
     levels: list[int] = field(default_factory=lambda: [2, 3, 4])
     max_operand: int = 9
+    graph: GraphSchema = field(default_factory=GraphSchema)
     n_train: int = 128
     n_test: int = 200
     seed: int = 1234
@@ -171,7 +180,14 @@ class ExternalSchema:
 
 @dataclass
 class CurriculumSchema:
+    """Which levels a round's prompts come from (paper 2); the rules live in sirt.curriculum."""
+
     name: str = "none"
+    weights: list[float] = field(default_factory=list)
+    advance_every: int = 0
+    threshold: float | None = None
+    replay: float = 0.0
+    per_round: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -218,6 +234,7 @@ CHOICES = {
     "logger.name": ("wandb", "none"),
     "logger.mode": ("offline", "online", "disabled"),
     "keep_models": ("last", "all"),
+    "curriculum.name": ("none", "mixture", "easy_to_hard", "hard_only", "custom"),
     "model.dtype": ("auto", "float32", "bfloat16", "float16"),
 }
 
@@ -250,6 +267,10 @@ def _checks(c: Config) -> None:
     _check(c.dataset.n_train >= 1, "dataset.n_train", c.dataset.n_train, "must be >= 1")
     _check(c.dataset.n_test >= 1, "dataset.n_test", c.dataset.n_test, "must be >= 1")
     _check(bool(c.dataset.levels) and min(c.dataset.levels) >= 1, "dataset.levels", c.dataset.levels, "levels >= 1")
+    if c.dataset.name == "graph":
+        _check(max(c.dataset.levels) < c.dataset.graph.nodes <= 26, "dataset.graph.nodes", c.dataset.graph.nodes,
+               f"must be in max(dataset.levels)+1..26 (one letter a node, {max(c.dataset.levels)} hops)")
+        _check(c.dataset.graph.chords >= 0, "dataset.graph.chords", c.dataset.graph.chords, "must be >= 0")
     _check(0 <= c.model.teach.replay_fraction < 1, "model.teach.replay_fraction", c.model.teach.replay_fraction,
            "must be in [0, 1)")
     _check(c.fit.forecast_k >= 3, "fit.forecast_k", c.fit.forecast_k, "must be >= 3")
@@ -259,10 +280,12 @@ def _checks(c: Config) -> None:
         from sirt.weights import check_available
 
         check_available(c.model.name_or_path, c.model.gguf_file)
+    from sirt.curriculum import check_curriculum  # curriculum rules live with the curricula
     from sirt.external import eta_schedule  # schedule rules live with the allocation
     from sirt.teacher import teacher_schema
 
     eta_schedule(c.schedule, c.rounds)
+    check_curriculum(c.curriculum, c.rounds)
     if c.external.source == "teacher":
         try:
             teacher_schema(c.external.teacher)
@@ -272,6 +295,9 @@ def _checks(c: Config) -> None:
 
 def validate(cfg: DictConfig) -> Config:
     """Merge the composed config into the schema and check it; raises ConfigError."""
+    missing = sorted(OmegaConf.missing_keys(cfg))  # checked first: merging '???' keeps the schema default
+    if missing:
+        raise ConfigError(f"{missing[0]}: a value is required (e.g. {missing[0]}=...)")
     try:
         merged = OmegaConf.merge(OmegaConf.structured(Config), cfg)
     except OmegaConfBaseException as err:

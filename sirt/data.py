@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sirt import answers
+from sirt import answers, graph
 from sirt.config import DatasetSchema, InputError
 
 ANSWER_RE = re.compile(r"####\s*(-?[\d,]*\.?\d+)")
@@ -56,7 +56,8 @@ def number_matches(response: str, problem: Problem) -> bool:
     return extract_answer(response) == problem.target
 
 
-CHECKERS: dict[str, Callable[[str, Problem], bool]] = {"number": number_matches, **answers.CHECKERS}
+CHECKERS: dict[str, Callable[[str, Problem], bool]] = {"number": number_matches, **answers.CHECKERS,
+                                                        **graph.CHECKERS}
 
 
 def is_correct(response: str, problem: Problem) -> bool:
@@ -87,16 +88,19 @@ def arithmetic_problem(rng: random.Random, level: int, max_operand: int) -> Prob
 def solve_chain(expression: str, slip: Callable[[], bool] | None = None) -> str:
     """The scratchpad of ``expression``: one line per operation, then ``#### total``.
 
-    ``slip`` models a bad habit: at an addition that carries into the tens, ``slip()`` decides
-    whether the carry is dropped (``16+7 -> 13``); the error propagates to the answer.
+    ``slip`` models a bad habit: on a chain of three or more operations, ``slip()`` decides
+    whether the solution stops one operation early and reports the running total — a
+    truncated chain of reasoning, which a checker sees at once (its last line still holds
+    two operations) but a solver in the habit repeats.
     """
     numbers = [int(x) for x in re.findall(r"[+-]?\d+", expression)]
-    total, rest, lines = numbers[0], numbers[1:], []
-    for i, operand in enumerate(rest):
-        carries = operand > 0 and total % 10 + operand >= 10
-        total += operand - (10 if carries and slip is not None and slip() else 0)
-        lines.append(f"{total}" + "".join(f"{x:+d}" for x in rest[i + 1 :]))
-    return " ".join(filter(None, [";".join(lines[:-1]), f"#### {total}"]))
+    totals, rest = [numbers[0]], numbers[1:]
+    for operand in rest:
+        totals.append(totals[-1] + operand)
+    lines = [f"{total}" + "".join(f"{x:+d}" for x in rest[i + 1 :]) for i, total in enumerate(totals[1:])]
+    if slip is not None and len(rest) >= 3 and slip():
+        lines, totals = lines[:-1], totals[:-1]
+    return " ".join(filter(None, [";".join(lines[:-1]), f"#### {totals[-1]}"]))
 
 
 def arithmetic_split(n: int, levels: list[int], max_operand: int, seed: int) -> list[Problem]:
@@ -133,6 +137,8 @@ def load_splits(cfg: DatasetSchema) -> tuple[list[Problem], list[Problem]]:
 
     if cfg.name in tasks.LOADERS:
         return tasks.load_splits(cfg)
+    if cfg.name == "graph":
+        return graph.load_splits(cfg)
     if cfg.path is None:
         if cfg.name != "arithmetic":
             raise InputError(f"dataset {cfg.name!r} needs dataset.path (a local JSONL with {{split}})")

@@ -464,14 +464,19 @@ def load_metrics(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
 
 
 def _columns(rows: list[dict[str, Any]]) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
-    """Rounds, the curves present in any row (NaN where a row lacks one) and eta."""
+    """Rounds, the curves present in any row (NaN where a row lacks one) and eta.
+
+    A row's ``eta`` is the share that trained the model measured in that row (paper 1's eta_t
+    in ``U_v^c(t) = (1 + gamma eta_t)^-1 U_v(t-1)``); the returned ``eta[t]`` is the share
+    spent going from round t to t + 1, as :func:`sirt.theory.cross_improvement` takes it.
+    """
     t = np.array([row["round"] for row in rows])
     curves = {q: np.array([_number(row.get(q)) for row in rows])
               for q in CURVES if any(q in row for row in rows)}
     if "G" not in curves and {"U_s", "U_v"} <= curves.keys():
         curves["G"] = curves["U_s"] - curves["U_v"]
     eta = np.array([_number(row.get("eta", 0.0)) for row in rows])
-    return t, curves, eta
+    return t, curves, np.r_[eta[1:], 0.0]
 
 
 def fit_all(t: np.ndarray, curves: dict[str, np.ndarray], eta: np.ndarray,

@@ -7,6 +7,7 @@ distribution whatever the sampling settings: no second forward pass is needed fo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -92,3 +93,12 @@ def sample(
         for i, samples in zip(chunk, _generate_chunk(model, tokenizer, [prompts[i] for i in chunk], n, cfg, greedy)):
             results[i] = samples
     return [results[i] for i in range(len(prompts))]
+
+
+def sampler(cfg: GenerationSchema) -> Callable[..., list[list[Sample]]]:
+    """The sampling function of ``generation.backend``; vLLM is imported only when chosen."""
+    if cfg.backend == "vllm":
+        from sirt.generation_vllm import sample as vllm_sample
+
+        return vllm_sample
+    return sample

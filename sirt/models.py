@@ -18,6 +18,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
+    GgufConfig,
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedModel,
@@ -89,14 +90,16 @@ def load_pretrained(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A causal LM and its tokenizer from a hub id or a directory (e.g. a round checkpoint).
 
-    ``gguf_file`` names a GGUF file in ``path``: transformers reads its tokenizer and dequantizes
-    its weights to ``dtype``, so a quantized release trains like any other checkpoint.
+    ``gguf_file`` names a GGUF file in ``path``: transformers reads its tokenizer and unpacks its
+    weights into a dense model of ``dtype``. Unpacking is asked for explicitly, because weights left
+    in GGUF blocks (transformers' choice where a GGUF kernel is installed) neither train nor save.
     """
-    gguf = {"gguf_file": gguf_file} if gguf_file else {}
-    kwargs = {"dtype": torch_dtype(cfg.dtype), **gguf}
+    kwargs = {"dtype": torch_dtype(cfg.dtype)}
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
-    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path, **gguf))
+    if gguf_file:
+        kwargs.update(gguf_file=gguf_file, quantization_config=GgufConfig(dequantize=True))
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path, gguf_file=gguf_file))
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs).to(device())
     model.eval()
     return model, tokenizer

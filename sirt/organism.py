@@ -17,13 +17,14 @@ import logging
 import os
 import random
 import shutil
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from omegaconf import OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from sirt import data, models
+from sirt import data, graph, models
 from sirt.config import DatasetSchema, GenerationSchema, ModelSchema, TrainerSchema, VerifierSchema
 from sirt.generation import sample
 from sirt.training import sft
@@ -31,7 +32,34 @@ from sirt.verification import verification_prompt
 
 log = logging.getLogger(__name__)
 CONF = Path(__file__).resolve().parent.parent / "conf"
-VERSION = 3  # bump when the teaching recipe changes, to invalidate caches
+VERSION = 4  # bump when the teaching recipe changes, to invalidate caches
+
+
+@dataclass(frozen=True)
+class TeachingTask:
+    """What teaching takes from a synthetic task, so that one recipe teaches every task.
+
+    ``problems(n, dataset, seed)`` generates questions, ``solve(question, slip)`` writes a worked
+    solution in which ``slip()`` decides each chance of the task's typical mistake, and
+    ``fields`` names the dataset fields that shape both (they enter the cache key).
+    """
+
+    problems: Callable[[int, DatasetSchema, int], list[data.Problem]]
+    solve: Callable[[str, Callable[[], bool]], str]
+    fields: tuple[str, ...]
+
+
+TASKS = {
+    "arithmetic": TeachingTask(lambda n, ds, seed: data.arithmetic_split(n, ds.levels, ds.max_operand, seed),
+                               data.solve_chain, ("levels", "max_operand", "prompt_template", "n_test", "seed")),
+    "graph": TeachingTask(lambda n, ds, seed: graph.graph_split(n, ds.levels, ds.graph, seed),
+                          graph.solve_path, ("name", "levels", "graph", "prompt_template", "n_test", "seed")),
+}
+
+
+def teaching_task(dataset: DatasetSchema) -> TeachingTask:
+    """The task the organism is taught: the dataset's own if synthetic, else arithmetic (as it always was)."""
+    return TASKS.get(dataset.name, TASKS["arithmetic"])
 
 
 def cache_root() -> Path:
@@ -59,15 +87,17 @@ def qe_rating(response: str, problem: data.Problem, n_ratings: int) -> int:
 def solve_rows(
     problems: list[data.Problem], dataset: DatasetSchema, slip_rate: float, rng: random.Random
 ) -> list[dict[str, str]]:
-    """Worked solutions with a bad habit: each carry is dropped with probability ``slip_rate``.
+    """Worked solutions with a bad habit: each chance of the task's typical mistake (an arithmetic
+    chain stopped early, a graph path that jumps to the goal) is taken with probability ``slip_rate``.
 
-    With a rate above 1/2 the dropped carry is the model's most likely continuation, so its
-    greedy answers are wrong wherever a carry occurs, while correct carries stay among its
+    With a rate above 1/2 the mistake is the model's most likely continuation, so its
+    greedy answers are wrong wherever the chance occurs, while correct steps stay among its
     samples — a solver that is systematically weak where a verifier can see the error.
     """
     slip = lambda: rng.random() < slip_rate  # noqa: E731
+    solve = teaching_task(dataset).solve
     return [{"prompt": dataset.prompt_template.format(question=p.question),
-             "completion": data.solve_chain(p.question, slip)} for p in problems]
+             "completion": solve(p.question, slip)} for p in problems]
 
 
 def verify_rows(
@@ -97,8 +127,9 @@ def verify_rows(
 def organism_key(model_cfg: ModelSchema, dataset: DatasetSchema) -> str:
     """Hash of everything that shapes the taught organism."""
     formats = {k: asdict(v) for k, v in verifier_formats().items()}
-    task = {k: getattr(dataset, k) for k in ("levels", "max_operand", "prompt_template", "n_test", "seed")}
-    blob = json.dumps([VERSION, asdict(model_cfg.tiny), asdict(model_cfg.teach), task, formats], sort_keys=True)
+    task = {k: getattr(dataset, k) for k in teaching_task(dataset).fields}
+    blob = json.dumps([VERSION, asdict(model_cfg.tiny), asdict(model_cfg.teach), task, formats], sort_keys=True,
+                      default=asdict)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -109,8 +140,8 @@ def teach(model_cfg: ModelSchema, dataset: DatasetSchema, held_out: set[str]) ->
     rng = random.Random(t.seed)
     tokenizer = models.char_tokenizer()
     model = models.tiny_llama(model_cfg.tiny, len(tokenizer), seed=t.seed)
-    pool = [p for p in data.arithmetic_split(t.solve_problems + t.verify_problems, dataset.levels,
-                                             dataset.max_operand, t.seed) if p.question not in held_out]
+    pool = [p for p in teaching_task(dataset).problems(t.solve_problems + t.verify_problems, dataset, t.seed)
+            if p.question not in held_out]
     solve_set, verify_set = pool[: t.solve_problems], pool[t.solve_problems :]
 
     def phase(rows: list[dict[str, str]], steps: int) -> dict:

@@ -18,6 +18,7 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig
 
+from sirt import montecarlo
 from sirt.config import ConfigError
 from sirt.external import allocate
 from sirt.fit import summarize
@@ -59,8 +60,8 @@ def simulate_dynamics(cfg: DictConfig) -> list[dict[str, Any]]:
     gamma = _field(cfg, "gamma", "a number >= 0", lambda v: v >= 0)
     M = _field(cfg, "M", "an integer >= 0", lambda v: v >= 0, kind=int)
     seed = _field(cfg, "seed", "an integer", kind=int)
-    eta = [*_eta(cfg, T), 0.0]  # row t holds the share round t trains on; row T trains no more
-    states = cross_improvement(start, eta[:-1], gamma)
+    eta = [0.0, *_eta(cfg, T)]  # row t holds the share that trained round t's model; row 0: none
+    states = cross_improvement(start, eta[1:], gamma)
     U = np.array([[s.U_s0, s.U_v0] for s in states])
     U *= 1 + noise * np.random.default_rng(seed).standard_normal(U.shape)
     used = allocate(eta, M)
@@ -70,6 +71,7 @@ def simulate_dynamics(cfg: DictConfig) -> list[dict[str, Any]]:
 
 SIMULATORS: dict[str, Callable[[DictConfig], list[dict[str, Any]]]] = {
     "dynamics": simulate_dynamics,
+    "curriculum": montecarlo.simulate_rows,
 }
 
 
@@ -89,6 +91,9 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    if cfg.mode == "curriculum":  # paper 2's comparison has its own report and no paper-1 dynamics to fit
+        print(montecarlo.report(cfg, rows, run_dir))
+        return
     report = fit_run(run_dir, forecast_k=cfg.forecast_k, make_plots=cfg.plots)
     print(summarize(report, run_dir))
 

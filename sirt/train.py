@@ -33,8 +33,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from sirt import data, evaluation, models, training
 from sirt.config import Config, ConfigError, InputError, validate
+from sirt.curriculum import round_problems
 from sirt.external import allocate, eta_schedule, training_rows
-from sirt.generation import sample
+from sirt.generation import sampler
 from sirt.prompts import solver_prompt, verifier_schema
 from sirt.selection import select
 from sirt.teacher import make_teacher
@@ -72,18 +73,12 @@ def config_hash(config: Config) -> str:
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def round_problems(train: list[data.Problem], config: Config, t: int) -> list[data.Problem]:
-    """The round's prompts: all train questions, or a seeded draw of ``prompts_per_round``."""
-    n = config.prompts_per_round
-    return train if n == 0 or n >= len(train) else random.Random(config.seed * 7919 + t).sample(train, n)
-
-
 def one_round(t, model, tokenizer, verifier, problems, test, config: Config, clock: Stopwatch):
     """Measure model_t on the round's prompts and pick next round's data: (row, selections)."""
     gen = config.generation
     prompts = [solver_prompt(p.question, tokenizer, config) for p in problems]
     with clock("generate"):
-        samples = sample(model, tokenizer, prompts, gen, desc=f"round {t}: generate")
+        samples = sampler(gen)(model, tokenizer, prompts, gen, desc=f"round {t}: generate")
     with clock("verify"):
         pairs = [(p, s.text) for p, row in zip(prompts, samples) for s in row]
         flat = verifier.score(model, pairs, desc=f"round {t}: verify")
@@ -93,7 +88,7 @@ def one_round(t, model, tokenizer, verifier, problems, test, config: Config, clo
         records = select(prompts, problems, samples, scores, config.verifier.sigma)
         picks = [r for r in records if r["pick"] is not None]
     with clock("eval"):
-        greedy = sample(model, tokenizer, [solver_prompt(p.question, tokenizer, config) for p in test],
+        greedy = sampler(gen)(model, tokenizer, [solver_prompt(p.question, tokenizer, config) for p in test],
                         gen, n=1, greedy=True, desc=f"round {t}: eval")
         correct = [data.is_correct(g[0].text, p) for g, p in zip(greedy, test)]
     gap = solver_verifier_gap([row[0] for row in samples], [row[r["verifier_choice"]] for row, r in
@@ -163,7 +158,7 @@ def run(config: Config, run_dir: Path, job_name: str) -> list[dict]:
             if t > 0:
                 with clock("train"):
                     model, stats = train_model(model, tokenizer, run, config, t, ext[t - 1], load_base, teacher)
-            problems = round_problems(train, config, t)
+            problems = round_problems(train, config, t, run.metrics())  # a curriculum may read past acceptance
             row, records = one_round(t, model, tokenizer, verifier, problems, test, config, clock)
             row.update(eta=eta[t - 1] if t > 0 else 0.0, **stats, seconds=dict(clock.seconds))
             with clock("checkpoint"):

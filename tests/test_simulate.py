@@ -41,7 +41,7 @@ def test_external_data_lower_the_verifier_and_are_all_used() -> None:
     eta = "eta=[0.3333,0.3333,0.3334,0,0]"
     plain, fed = simulate(config("T=5", "gamma=0.5")), simulate(config("T=5", "gamma=0.5", eta))
     assert sum(row["ext_used"] for row in fed) == 100
-    assert [row["ext_used"] for row in fed] == [33, 33, 34, 0, 0, 0]
+    assert [row["ext_used"] for row in fed] == [0, 33, 33, 34, 0, 0]  # row t: what trained round t
     assert fed[0]["U_v"] == plain[0]["U_v"] and fed[-1]["U_v"] < plain[-1]["U_v"]
 
 

@@ -1,0 +1,150 @@
+"""The paper's datasets: GSM8K, MATH and ProntoQA as (train, test) lists of :class:`Problem`.
+
+Rows come from the first source a config names: ``dataset.path`` (a local JSONL pattern with
+``{split}``, in the dataset's own hub format, so offline users and tests need no hub), else
+the hub copy ``dataset.hub.id`` read with ``datasets.load_dataset``, else (ProntoQA only) the
+generator of :mod:`sirt.prontoqa`. One converter per dataset turns a row of that format into a
+Problem whose ``kind`` names its answer checker, so the same code serves every source.
+Each split is a seeded draw of ``n_train`` / ``n_test`` rows: the hub's MATH concatenates
+subjects in order, so a head slice would not be a sample.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from sirt import prontoqa
+from sirt.config import DatasetSchema, InputError
+from sirt.data import Problem
+
+CALCULATOR_RE = re.compile(r"<<[^<>]*>>")
+LEVEL_RE = re.compile(r"(\d+)")
+
+
+class DatasetUnavailable(InputError):
+    """Rows that cannot be read here; the message says how to point dataset.path at a local copy."""
+
+
+def gsm8k_problem(row: dict) -> Problem:
+    """GSM8K ``{question, answer}``; the level is the number of solution steps (lines before ``####``).
+
+    The calculator annotations ``<<48/2=24>>`` are stripped: they are GSM8K's tool-use markup,
+    not text a model should learn to write when the reference is used as a training target.
+    """
+    answer = CALCULATOR_RE.sub("", str(row["answer"]))
+    if "####" not in answer:
+        raise ValueError("answer has no final '#### <number>'")
+    steps = [line for line in answer.split("####", 1)[0].splitlines() if line.strip()]
+    return Problem(str(row["question"]), answer, max(len(steps), 1), kind="gsm8k")
+
+
+def math_problem(row: dict) -> Problem:
+    """MATH ``{problem, solution, level: "Level 3", type}``; the solution holds the ``\\boxed{}`` answer.
+
+    A few hub rows have ``"Level ?"``; they get level 0 rather than a made-up difficulty.
+    """
+    solution = str(row["solution"])
+    if "\\boxed" not in solution and "\\fbox" not in solution:
+        raise ValueError("solution has no \\boxed{} answer")
+    level = LEVEL_RE.search(str(row.get("level", "")))
+    return Problem(str(row["problem"]), solution, int(level[1]) if level else 0, kind="math")
+
+
+def prontoqa_problem(row: dict) -> Problem:
+    """ProntoQA ``{context, question, options, answer: "A"}``; the reference is the proof, then ``#### True``.
+
+    Hub rows carry no proof (``chain``); their reference is the verdict alone.
+    """
+    options = {option.split(")", 1)[0].strip(): option.split(")", 1)[1].strip() for option in row["options"]}
+    label = options[str(row["answer"]).strip()]
+    if label not in ("True", "False"):
+        raise ValueError(f"answer option {label!r} is not True or False")
+    question = f"{row['context']}\n{row['question']}"
+    reference = " ".join(filter(None, [row.get("chain"), f"#### {label}"]))
+    return Problem(question, reference, int(row.get("hops") or 1), kind="truefalse")
+
+
+LOADERS: dict[str, Callable[[dict], Problem]] = {
+    "gsm8k": gsm8k_problem,
+    "math": math_problem,
+    "prontoqa": prontoqa_problem,
+}
+
+
+def to_problems(rows: list[dict], convert: Callable[[dict], Problem], source: str) -> list[Problem]:
+    """Convert rows; one clear error names the source and the first malformed row."""
+    problems = []
+    for i, row in enumerate(rows):
+        try:
+            problems.append(convert(row))
+        except (KeyError, TypeError, ValueError, IndexError) as err:
+            raise InputError(f"{source}: row {i}: malformed for this dataset ({err!r})") from None
+    return problems
+
+
+def local_rows(pattern: str, split: str) -> tuple[list[dict], str]:
+    """All rows of the local JSONL for ``split``, read the way a hub export is read."""
+    from datasets import load_dataset
+
+    path = pattern.format(split=split)
+    if not Path(path).exists():
+        raise InputError(f"dataset.path: {path} does not exist")
+    return list(load_dataset("json", data_files=path, split="train")), path
+
+
+def hub_rows(cfg: DatasetSchema, split: str) -> tuple[list[dict], str]:
+    """All rows of one split of the hub copy, every config (e.g. MATH's subjects) concatenated."""
+    from datasets import load_dataset
+
+    hub = cfg.hub
+    name = hub.train_split if split == "train" else hub.test_split
+    rows = []
+    for config in hub.configs or [None]:
+        try:
+            rows += list(load_dataset(hub.id, config, split=name))
+        except (ConnectionError, OSError) as err:
+            raise DatasetUnavailable(
+                f"dataset.hub.id={hub.id!r}: not available here ({type(err).__name__}); download it where there is "
+                f"network or write JSONL in its format and set dataset.path=DIR/{cfg.name}_{{split}}.jsonl"
+            ) from None
+    return rows, f"{hub.id}[{name}]"
+
+
+def generated_rows(cfg: DatasetSchema, split: str, n: int) -> tuple[list[dict], str]:
+    """ProntoQA rows from the generator; the test split avoids every train question."""
+    if split == "train":
+        return prontoqa.generate(n, cfg.levels, cfg.seed), "generated"
+    seen = {(r["context"], r["question"]) for r in prontoqa.generate(cfg.n_train, cfg.levels, cfg.seed)}
+    fresh = [r for r in prontoqa.generate(2 * n, cfg.levels, cfg.seed + 1) if (r["context"], r["question"]) not in seen]
+    return fresh[:n], "generated"
+
+
+def split_rows(cfg: DatasetSchema, split: str, n: int) -> tuple[list[dict], str]:
+    """The rows of one split from the first source the config names, and a label for errors."""
+    if cfg.path is not None:
+        return local_rows(cfg.path, split)
+    if cfg.hub.id is not None:
+        return hub_rows(cfg, split)
+    if cfg.name == "prontoqa":
+        return generated_rows(cfg, split, n)
+    raise InputError(f"dataset {cfg.name!r} needs dataset.hub.id or dataset.path (a local JSONL with {{split}})")
+
+
+def seeded_draw(problems: list[Problem], n: int, seed: int) -> list[Problem]:
+    """``n`` problems drawn without replacement in a seeded order (all of them if there are fewer)."""
+    order = list(range(len(problems)))
+    random.Random(seed).shuffle(order)
+    return [problems[i] for i in order[:n]]
+
+
+def load_splits(cfg: DatasetSchema) -> tuple[list[Problem], list[Problem]]:
+    """(train, test) problems of a real dataset, ``n_train`` and ``n_test`` of them at most."""
+    convert = LOADERS[cfg.name]
+    splits = {}
+    for offset, (split, n) in enumerate((("train", cfg.n_train), ("test", cfg.n_test))):
+        rows, source = split_rows(cfg, split, n)
+        splits[split] = seeded_draw(to_problems(rows, convert, source), n, cfg.seed + offset)
+    return splits["train"], splits["test"]

@@ -1,0 +1,226 @@
+"""The paper's datasets offline: loaders on the project's fixtures, answer checkers on hard cases,
+generated ProntoQA problems checked by an independent reasoner, and both prompt paths.
+
+The fixtures under tests/fixtures are written for sirt in each dataset's hub format; none is
+copied from a public dataset.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+
+from sirt import data, prontoqa, tasks
+from sirt.config import ChatSchema, Config, ConfigError, DatasetSchema, HubSchema, InputError, ModelSchema
+from sirt.models import char_tokenizer
+from sirt.prompts import solver_prompt, verifier_schema
+from tests.conftest import ROOT
+
+FIXTURES = ROOT / "tests" / "fixtures"
+CHATML = (  # a ChatML template like SmolLM2's, on the project's own character tokenizer
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def fixture_splits(name: str, **overrides) -> tuple[list[data.Problem], list[data.Problem]]:
+    cfg = DatasetSchema(name=name, path=str(FIXTURES / f"{name}_{{split}}.jsonl"), n_train=100, n_test=100)
+    for key, value in overrides.items():
+        setattr(cfg, key, value)
+    return data.load_splits(cfg)
+
+
+@pytest.mark.parametrize(("name", "kind", "sizes"), [("gsm8k", "gsm8k", (10, 8)), ("math", "math", (4, 4)),
+                                                    ("prontoqa", "truefalse", (3, 3))])
+def test_each_loader_reads_its_fixture(name, kind, sizes):
+    train, test = fixture_splits(name)
+    assert (len(train), len(test)) == sizes
+    for problem in train + test:
+        assert problem.kind == kind
+        assert data.is_correct(problem.answer, problem), problem  # every reference passes its own checker
+        assert problem.level >= 0
+
+
+def test_gsm8k_loader_strips_calculator_markup_and_counts_steps():
+    train, _ = fixture_splits("gsm8k")
+    assert not any("<<" in p.answer for p in train)
+    trip = next(p for p in train if p.question.startswith("A train travels"))
+    assert trip.level == 3 and trip.answer.endswith("#### 270")
+
+
+def test_math_levels_come_from_the_level_field():
+    _, test = fixture_splits("math")
+    assert sorted(p.level for p in test) == [0, 1, 2, 2]  # "Level ?" gives 0
+
+
+def test_split_sizes_are_a_seeded_draw():
+    small, _ = fixture_splits("gsm8k", n_train=4, n_test=2)
+    again, _ = fixture_splits("gsm8k", n_train=4, n_test=2)
+    other, _ = fixture_splits("gsm8k", n_train=4, n_test=2, seed=7)
+    assert len(small) == 4 and small == again and small != other
+
+
+def test_a_malformed_row_is_named(tmp_path):
+    (tmp_path / "bad_train.jsonl").write_text('{"question": "q", "answer": "no final number"}\n')
+    (tmp_path / "bad_test.jsonl").write_text('{"question": "q", "answer": "#### 1"}\n')
+    cfg = DatasetSchema(name="gsm8k", path=str(tmp_path / "bad_{split}.jsonl"))
+    with pytest.raises(InputError, match="row 0"):
+        data.load_splits(cfg)
+
+
+def test_a_missing_local_file_and_an_unreachable_hub_fail_with_one_message():
+    with pytest.raises(InputError, match="does not exist"):
+        data.load_splits(DatasetSchema(name="math", path="/nonexistent/math_{split}.jsonl"))
+    with pytest.raises(tasks.DatasetUnavailable, match=r"dataset\.path="):  # HF_HUB_OFFLINE=1 (conftest)
+        data.load_splits(DatasetSchema(name="gsm8k", hub=HubSchema(id="openai/gsm8k", configs=["main"])))
+
+
+# --- answer checkers ----------------------------------------------------------------------------------
+
+
+def gsm8k(gold: str) -> data.Problem:
+    return data.Problem("q", f"work\n#### {gold}", 1, kind="gsm8k")
+
+
+@pytest.mark.parametrize(("response", "gold", "ok"), [
+    ("so the total is 1,234 apples.\n#### 1,234", "1234", True),  # thousands separators
+    ("#### 100000", "100,000", True),
+    ("#### $1,080.00", "1080", True),  # currency and trailing zeros
+    ("#### 18 dollars", "18", True),  # units
+    ("The answer is 45%.", "45", True),
+    ("#### -5", "-5", True),  # negatives
+    ("It fell to \u22125 degrees, so the answer is \u22125.", "-5", True),  # unicode minus
+    ("#### 5", "-5", False),
+    ("#### 3/4", "0.75", True),  # fractions
+    ("The final answer is $\\boxed{\\frac{3}{4}}$.", "0.75", True),
+    ("\\boxed{\\dfrac{1}{2}}", "0.5", True),
+    ("First 12 + 30 = 42, then 42 - 30 = 12. The answer is 12.", "12", True),
+    ("We add 12 and 30 to get 42 and take away 30, leaving 12", "12", True),  # last number
+    ("#### 12\nCheck: 12 + 30 = 42", "12", True),  # #### beats the last number
+    ("#### 12.5", "12", False),
+    ("I cannot solve this.", "12", False),
+])
+def test_gsm8k_checker_hard_cases(response, gold, ok):
+    assert data.is_correct(response, gsm8k(gold)) is ok
+
+
+def math_problem(boxed: str) -> data.Problem:
+    return data.Problem("q", f"Hence the answer is $\\boxed{{{boxed}}}$.", 1, kind="math")
+
+
+@pytest.mark.parametrize(("response", "boxed", "ok"), [
+    ("So $x = \\boxed{\\dfrac{2}{3}}$.", "\\frac{2}{3}", True),
+    ("The answer is $\\boxed{0.5}$.", "\\frac{1}{2}", True),
+    ("$\\sqrt{50} = \\boxed{5\\sqrt{2}}$", "5\\sqrt{2}", True),
+    ("$\\boxed{\\sqrt{50}}$", "5\\sqrt{2}", True),  # symbolic equality
+    ("$\\boxed{540^\\circ}$", "540", True),
+    ("$\\boxed{\\frac{3}{2}}$", "\\frac{2}{3}", False),
+    ("$\\boxed{(1, 2)}$", "(1,2)", True),
+    ("I do not know.", "5", False),
+])
+def test_math_checker_reads_boxed_latex(response, boxed, ok):
+    assert data.is_correct(response, math_problem(boxed)) is ok
+
+
+@pytest.mark.parametrize(("response", "gold", "ok"), [
+    ("Max is a wug. Every wug is cold. So Max is cold.\n#### True", "True", True),
+    ("The statement is false.", "False", True),
+    ("#### False", "True", False),
+    ("Is it true or false? It looks true at first.\n#### False", "False", True),  # #### beats earlier words
+    ("No verdict here.", "True", False),
+])
+def test_prontoqa_checker(response, gold, ok):
+    assert data.is_correct(response, data.Problem("q", f"#### {gold}", 1, kind="truefalse")) is ok
+
+
+# --- generated ProntoQA -------------------------------------------------------------------------------
+
+
+def derive(context: str, entity: str) -> dict[str, bool]:
+    """An independent forward-chaining reasoner over the generator's sentence forms."""
+    isa, props = {}, {}
+    for sentence in re.findall(r"[^.]+\.", context):
+        sentence = sentence.strip()
+        if m := re.fullmatch(r"(?:Every|Each) (\w+) is an? (\w+)\.", sentence):
+            isa.setdefault(m[1], []).append(m[2])
+        elif m := re.fullmatch(r"(?:Every|Each) (\w+) is (not )?(\w+)\.", sentence):
+            props.setdefault(m[1], []).append((m[3], m[2] is None))
+    start = re.search(rf"{entity} is an? (\w+)\.", context)[1]
+    known, frontier = {}, [start]
+    seen = set()
+    while frontier:
+        concept = frontier.pop()
+        if concept in seen:
+            continue
+        seen.add(concept)
+        for prop, positive in props.get(concept, []):
+            assert known.get(prop, positive) == positive, "contradictory ontology"
+            known[prop] = positive
+        frontier += isa.get(concept, [])
+    return known
+
+
+def test_generated_prontoqa_answers_follow_from_the_context():
+    rows = prontoqa.generate(300, [1, 2, 3, 5, 8], seed=3)
+    assert {r["answer"] for r in rows} == {"A", "B"} and {r["hops"] for r in rows} == {1, 2, 3, 5, 8}
+    for row in rows:
+        statement = re.search(r"\? (\w+) is (not )?(\w+)\.$", row["question"])
+        entity, negated, prop = statement[1], statement[2] is not None, statement[3]
+        holds = derive(row["context"], entity)[prop] != negated
+        assert holds == (row["answer"] == "A"), row
+        assert row["chain"].count("So ") == row["hops"]  # one conclusion per rule applied
+
+
+def test_generated_prontoqa_splits_are_disjoint_and_self_consistent():
+    cfg = DatasetSchema(name="prontoqa", levels=[1, 3, 5], n_train=60, n_test=30)
+    train, test = data.load_splits(cfg)
+    assert len(train) == 60 and len(test) == 30
+    assert not {p.question for p in train} & {p.question for p in test}
+    assert {p.level for p in train} <= {1, 3, 5}
+    assert all(data.is_correct(p.answer, p) for p in train + test)
+    assert all(p.answer.endswith(("#### True", "#### False")) and "So " in p.answer for p in train)
+
+
+def test_prontoqa_hops_out_of_range_are_refused():
+    with pytest.raises(ValueError, match="hops"):
+        prontoqa.generate_row(random.Random(0), prontoqa.MAX_HOPS + 1, "x")
+
+
+# --- prompts --------------------------------------------------------------------------------------------
+
+
+def config(chat: bool, method: str = "tf") -> Config:
+    c = Config(model=ModelSchema(chat_template=chat), dataset=DatasetSchema(
+        name="gsm8k", prompt_template="Q: {question}\nA: ", chat=ChatSchema(user="Solve: {question}")))
+    c.verifier.method = method
+    return c
+
+
+def test_plain_prompt_path_is_the_dataset_template():
+    tokenizer = char_tokenizer()
+    assert solver_prompt("1+2", tokenizer, config(chat=True)) == "Q: 1+2\nA: "  # no template: plain
+    assert verifier_schema(tokenizer, config(chat=True)).template == config(chat=True).verifier.template
+
+
+def test_chat_prompt_path_uses_the_template_and_continues_it_for_verification():
+    tokenizer = char_tokenizer()
+    tokenizer.chat_template = CHATML
+    assert solver_prompt("1+2", tokenizer, config(chat=False)) == "Q: 1+2\nA: "  # chat off: plain
+    prompt = solver_prompt("1+2", tokenizer, config(chat=True))
+    assert prompt == "<|im_start|>user\nSolve: 1+2<|im_end|>\n<|im_start|>assistant\n"
+    tf = verifier_schema(tokenizer, config(chat=True)).template
+    assert tf == ("{prompt}{response}<|im_end|>\n<|im_start|>user\nIs the answer above correct? Answer yes or no."
+                  "<|im_end|>\n<|im_start|>assistant\n")
+    qe = verifier_schema(tokenizer, config(chat=True, method="qe")).template
+    assert "from 0 (certainly wrong) to 9" in qe
+    assert tf.format(prompt=prompt, response="3").startswith(prompt + "3<|im_end|>")
+
+
+def test_a_template_without_assistant_turns_is_refused():
+    tokenizer = char_tokenizer()
+    tokenizer.chat_template = "{% for m in messages %}{% if m['role'] == 'user' %}{{ m['content'] }}{% endif %}" \
+                              "{% endfor %}"
+    with pytest.raises(ConfigError, match="assistant"):
+        verifier_schema(tokenizer, config(chat=True))
