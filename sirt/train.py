@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sirt import data, evaluation, models, training
 from sirt.config import Config, ConfigError, InputError, validate
-from sirt.curriculum import round_problems
+from sirt.curriculum import plot_levels, round_problems
 from sirt.external import allocate, eta_schedule, training_rows
 from sirt.generation import sampler
 from sirt.prompts import solver_prompt, verifier_schema
@@ -169,6 +169,7 @@ def run(config: Config, run_dir: Path, job_name: str) -> list[dict]:
             tracker.log_round(row, records)
             log.info("round %d | acc %.3f | U_s %.2f U_v %.2f G %.2f | acceptance %.2f | %.0fs", t, row["acc"],
                      row["U_s"], row["U_v"], row["G"], row["acceptance"], sum(row["seconds"].values()))
+        plot_levels(run.metrics(), run_dir / "plots" / "levels.png", job_name)
         fit_callback(run_dir, config, tracker)
     except BaseException:
         tracker.finish(exit_code=1)

@@ -77,7 +77,9 @@ def test_launchers_compose(launcher, target):
     assert cfg.hydra.launcher._target_.endswith(target)
 
 
-TRAIN_EXPERIMENTS = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml") if "sirt.simulate" not in p.read_text())
+TRAIN_EXPERIMENTS = sorted(
+    p.stem for p in (ROOT / "experiments").glob("*.yaml") if "sirt.simulate" not in p.read_text()
+)
 
 
 @pytest.mark.parametrize("name", TRAIN_EXPERIMENTS)
