@@ -38,11 +38,11 @@ class TeachSchema:
     """How the organism is taught, once and cached: to solve imperfectly, then to verify well."""
 
     solve_problems: int = 6000
-    slip_rate: float = 0.7
+    slip_rate: float = 0.0
     solve_steps: int = 500
-    verify_problems: int = 2000
+    verify_problems: int = 3000
     verify_samples: int = 4
-    verify_steps: int = 400
+    verify_steps: int = 500
     replay_fraction: float = 0.25
     lr: float = 3e-3
     batch_size: int = 64

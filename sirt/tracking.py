@@ -18,6 +18,7 @@ from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from sirt.config import Config, LoggerSchema
@@ -160,22 +161,31 @@ def quiet_third_party() -> None:
 
 
 class SweepReport(Callback):
-    """Hydra callback: each job leaves ``job_status.json``; the multirun ends with a list of the
-    jobs that failed (the others ran to completion), also written to ``failed_jobs.json``.
+    """Hydra callback: each job leaves ``job_status.json`` and refreshes the sweep's
+    ``failed_jobs.json``, so the report is complete however the sweep ends (Hydra's basic
+    sweeper raises the first failure once every job has run, skipping ``on_multirun_end``).
 
-    Status files rather than memory, so it works when a launcher runs jobs in other processes.
+    Files rather than memory, so it works when a launcher runs jobs in other processes.
     """
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        error = None if job_return.status == JobStatus.COMPLETED else repr(job_return._return_value)
+        failed = job_return.status != JobStatus.COMPLETED
+        error = repr(job_return._return_value) if failed else None
         status = {"overrides": job_return.overrides, "status": job_return.status.name, "error": error}
         write_atomic(Path(config.hydra.runtime.output_dir) / "job_status.json", json.dumps(status, indent=2))
+        if failed:
+            log.error("FAILED %s: %s", " ".join(job_return.overrides) or "(no overrides)", error)
+        if config.hydra.mode == RunMode.MULTIRUN:
+            self.report(Path(config.hydra.sweep.dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep = Path(config.hydra.sweep.dir)
+        self.report(Path(config.hydra.sweep.dir), final=True)
+
+    @staticmethod
+    def report(sweep: Path, final: bool = False) -> None:
         statuses = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/job_status.json"))]
         failed = [s for s in statuses if s["status"] != "COMPLETED"]
         write_atomic(sweep / "failed_jobs.json", json.dumps(failed, indent=2))
-        log.info("sweep %s: %d of %d jobs completed", sweep, len(statuses) - len(failed), len(statuses))
-        for job in failed:
+        log.info("sweep %s: %d of %d jobs so far completed", sweep, len(statuses) - len(failed), len(statuses))
+        for job in failed if final else []:
             log.error("FAILED %s: %s", " ".join(job["overrides"]) or "(no overrides)", job["error"])
