@@ -131,10 +131,9 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_flops_per_s(size: int, repeats: int, device: torch.device) -> dict[str, float | int | str]:
+def matmul_flops_per_s(size: int, repeats: int, device: torch.device, dtype: torch.dtype) -> dict:
     """The achievable dense-matmul rate: the fastest of ``repeats`` products of two size x size
-    matrices, in the dtype generation runs in on this device (float32 on CPU, bf16 on GPU)."""
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    matrices in the model's dtype (by default float32 on CPU, bf16 on a GPU), the bound for its FLOPs."""
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     torch.matmul(a, b)  # warm-up: allocation, kernel choice
@@ -510,7 +509,7 @@ def bench(config: Config, b: BenchSchema, run_dir: Path, overrides: list[str]) -
     held_out = {p.question for p in test}
     model, tokenizer = models.load(config.model, config.dataset, held_out)  # exactly as sirt.train
     shape, verifier = ModelShape.of(model), Verifier(tokenizer, verifier_schema(tokenizer, config))
-    machine = {**matmul_flops_per_s(b.matmul_size, b.matmul_repeats, model.device),
+    machine = {**matmul_flops_per_s(b.matmul_size, b.matmul_repeats, model.device, model.dtype),
                "load_average_1min_at_start": load, "cpu_count": os.cpu_count()}
     problems = round_problems(train, config, 0)
     prompts = [solver_prompt(p.question, tokenizer, config) for p in problems]  # as sirt.train poses them

@@ -187,5 +187,6 @@ class SweepReport(Callback):
         failed = [s for s in statuses if s["status"] != "COMPLETED"]
         write_atomic(sweep / "failed_jobs.json", json.dumps(failed, indent=2))
         log.info("sweep %s: %d of %d jobs so far completed", sweep, len(statuses) - len(failed), len(statuses))
-        for job in failed if final else []:
-            log.error("FAILED %s: %s", " ".join(job["overrides"]) or "(no overrides)", job["error"])
+        if final:
+            for job in failed:
+                log.error("FAILED %s: %s", " ".join(job["overrides"]) or "(no overrides)", job["error"])

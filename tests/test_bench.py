@@ -133,7 +133,7 @@ def test_flop_formula_counts_every_matmul_weight(random_model):
 
 
 def test_matmul_rate_is_positive():
-    machine = matmul_flops_per_s(size=128, repeats=2, device=torch.device("cpu"))
+    machine = matmul_flops_per_s(size=128, repeats=2, device=torch.device("cpu"), dtype=torch.float32)
     assert machine["flops_per_s"] > 0 and machine["dtype"] == "float32"
 
 
