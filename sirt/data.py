@@ -89,18 +89,19 @@ def solve_chain(expression: str, slip: Callable[[], bool] | None = None) -> str:
     """The scratchpad of ``expression``: one line per operation, then ``#### total``.
 
     ``slip`` models a bad habit: on a chain of three or more operations, ``slip()`` decides
-    whether the solution stops one operation early and reports the running total — a
-    truncated chain of reasoning, which a checker sees at once (its last line still holds
-    two operations) but a solver in the habit repeats.
+    whether the solution skips the last operation and reports the leading number of its last
+    line as the answer (``...;6+4 #### 6``). The scratchpad is complete and of the same
+    length, so the mistake changes no length-dependent statistic, and a checker sees it at once
+    (the answer repeats a number the last line still has to work on); a solver in the habit
+    repeats it.
     """
     numbers = [int(x) for x in re.findall(r"[+-]?\d+", expression)]
     totals, rest = [numbers[0]], numbers[1:]
     for operand in rest:
         totals.append(totals[-1] + operand)
     lines = [f"{total}" + "".join(f"{x:+d}" for x in rest[i + 1 :]) for i, total in enumerate(totals[1:])]
-    if slip is not None and len(rest) >= 3 and slip():
-        lines, totals = lines[:-1], totals[:-1]
-    return " ".join(filter(None, [";".join(lines[:-1]), f"#### {totals[-1]}"]))
+    answer = totals[-2] if slip is not None and len(rest) >= 3 and slip() else totals[-1]
+    return " ".join(filter(None, [";".join(lines[:-1]), f"#### {answer}"]))
 
 
 def arithmetic_split(n: int, levels: list[int], max_operand: int, seed: int) -> list[Problem]:

@@ -32,7 +32,7 @@ from sirt.verification import verification_prompt
 
 log = logging.getLogger(__name__)
 CONF = Path(__file__).resolve().parent.parent / "conf"
-VERSION = 4  # bump when the teaching recipe changes, to invalidate caches
+VERSION = 6  # bump when the teaching recipe changes, to invalidate caches
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def solve_rows(
     problems: list[data.Problem], dataset: DatasetSchema, slip_rate: float, rng: random.Random
 ) -> list[dict[str, str]]:
     """Worked solutions with a bad habit: each chance of the task's typical mistake (an arithmetic
-    chain stopped early, a graph path that jumps to the goal) is taken with probability ``slip_rate``.
+    chain whose last operation is skipped, a graph path that jumps to the goal) is taken with probability ``slip_rate``.
 
     With a rate above 1/2 the mistake is the model's most likely continuation, so its
     greedy answers are wrong wherever the chance occurs, while correct steps stay among its
@@ -103,18 +103,23 @@ def solve_rows(
 def verify_rows(
     problems: list[data.Problem], responses: list[list[str]], dataset: DatasetSchema, rng: random.Random
 ) -> list[dict[str, str]]:
-    """TF and QE verdicts on the model's own responses, classes balanced.
+    """TF and QE verdicts on the model's own responses, in pairs from the same question.
 
     Training the verifier on its own solver's mistakes (labelled by the ground truth) is what
-    makes it a better judge than a solver: it learns the errors it actually makes.
+    makes it a better judge than a solver: it learns the errors it actually makes. Each question
+    gives as many right as wrong answers, so the question alone (how hard it looks) tells the
+    verdict nothing: only the response does, which is what Best-of-N needs to tell its N apart.
     """
     formats = verifier_formats()
-    labelled = [(p, r, data.is_correct(r, p)) for p, rs in zip(problems, responses) for r in set(rs)]
-    good = [x for x in labelled if x[2]]
-    bad = [x for x in labelled if not x[2]]
-    n = min(len(good), len(bad))
+    chosen = []
+    for problem, rs in zip(problems, responses):
+        distinct = sorted(set(rs))
+        good = [r for r in distinct if data.is_correct(r, problem)]
+        bad = [r for r in distinct if not data.is_correct(r, problem)]
+        n = min(len(good), len(bad))
+        chosen += [(problem, r, True) for r in rng.sample(good, n)] + [(problem, r, False) for r in rng.sample(bad, n)]
     rows = []
-    for problem, response, correct in rng.sample(good, n) + rng.sample(bad, n):
+    for problem, response, correct in chosen:
         prompt = dataset.prompt_template.format(question=problem.question)
         tf, qe = formats["tf"], formats["qe"]
         rows.append({"prompt": verification_prompt(tf, prompt, response),

@@ -22,15 +22,14 @@ def best_of_n(scores: Sequence[float], nll: Sequence[float], lengths: Sequence[i
 
 
 def verifier_choice(scores: Sequence[float], nll: Sequence[float], lengths: Sequence[int], sigma: float) -> int:
-    """The sample U_v is measured on: the BoN pick, else the verifier's best-scored sample.
+    """The sample U_v is measured on: the BoN pick, else the BoN pick without the filter.
 
-    U_v must be defined on every prompt, like U_s, so that G compares the same prompts;
-    where nothing is accepted the verifier's preference is its highest score.
+    U_v must be defined on every prompt, like U_s, so that G compares the same prompts. Where
+    the verifier accepts nothing it prefers no sample, and Best-of-N falls back on its own
+    criterion over all N: the lowest length-normalised uncertainty.
     """
     pick = best_of_n(scores, nll, lengths, sigma)
-    if pick is not None:
-        return pick
-    return max(range(len(scores)), key=lambda j: (scores[j], -nll[j] / max(lengths[j], 1)))
+    return pick if pick is not None else best_of_n(scores, nll, lengths, sigma=-float("inf"))
 
 
 def select(

@@ -3,7 +3,7 @@
 Round t measures model_t and prepares the data that trains model_{t+1}:
 
     model    = SFT(model, picks of round t-1 + external items of round t)   (t >= 1)
-    samples  = N samples per prompt, with log-probs         -> U_s (first sample)
+    samples  = N samples per prompt, with log-probs         -> U_s (mean over the N)
     scores   = the model verifies its own samples (TF or QE)
     picks    = Best-of-N among s >= sigma, lowest NLL/token -> U_v, acceptance
     accuracy = greedy on the test split; pass@k from the samples
@@ -91,8 +91,7 @@ def one_round(t, model, tokenizer, verifier, problems, test, config: Config, clo
         greedy = sampler(gen)(model, tokenizer, [solver_prompt(p.question, tokenizer, config) for p in test],
                         gen, n=1, greedy=True, desc=f"round {t}: eval")
         correct = [data.is_correct(g[0].text, p) for g, p in zip(greedy, test)]
-    gap = solver_verifier_gap([row[0] for row in samples], [row[r["verifier_choice"]] for row, r in
-                                                            zip(samples, records)])
+    gap = solver_verifier_gap(samples, [row[r["verifier_choice"]] for row, r in zip(samples, records)])
     levels = [r["level"] for r in records]
     row = {
         "round": t,

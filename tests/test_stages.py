@@ -28,21 +28,23 @@ def test_best_of_n_takes_lowest_normalised_nll_among_accepted():
     assert best_of_n(scores, nll, lengths, sigma=0.95) is None
 
 
-def test_verifier_choice_falls_back_to_highest_score():
-    assert verifier_choice([0.1, 0.4, 0.3], [1.0, 5.0, 0.5], [1, 1, 1], sigma=0.5) == 1
+def test_verifier_choice_falls_back_to_lowest_uncertainty_when_nothing_is_accepted():
+    assert verifier_choice([0.1, 0.4, 0.3], [1.0, 5.0, 1.5], [1, 1, 3], sigma=0.5) == 2  # 1.5 / 3 tokens
     assert verifier_choice([0.1, 0.6, 0.9], [1.0, 5.0, 0.5], [1, 1, 1], sigma=0.5) == 2
 
 
 def test_uncertainty_and_gap_from_known_logprobs():
-    solver = [Sample("a", 2, math.log(0.25)), Sample("b", 4, math.log(0.5))]
+    solver = [[Sample("a", 2, math.log(0.25)), Sample("a2", 2, math.log(0.5))],
+              [Sample("b", 4, math.log(0.5)), Sample("b2", 1, math.log(0.125))]]
     verifier = [Sample("c", 1, math.log(0.5)), Sample("d", 2, math.log(1.0))]
     gap = solver_verifier_gap(solver, verifier)
-    U_s = (math.log(4) + math.log(2)) / 2
+    U_s = (math.log(4) + math.log(2) + math.log(2) + math.log(8)) / 4  # every sample of every prompt
     U_v = math.log(2) / 2
     assert gap["U_s"] == pytest.approx(U_s)
+    assert gap["U_s_first"] == pytest.approx((math.log(4) + math.log(2)) / 2)  # paper 1's one-sample estimate
     assert gap["U_v"] == pytest.approx(U_v)
     assert gap["G"] == pytest.approx(U_s - U_v)
-    assert gap["U_s_tok"] == pytest.approx((math.log(4) / 2 + math.log(2) / 4) / 2)
+    assert gap["U_s_tok"] == pytest.approx((math.log(4) / 2 + math.log(2) / 2 + math.log(2) / 4 + math.log(8)) / 4)
 
 
 def test_tf_score_from_known_logits():
