@@ -38,11 +38,11 @@ class TeachSchema:
     """How the organism is taught, once and cached: to solve imperfectly, then to verify well."""
 
     solve_problems: int = 6000
-    slip_rate: float = 0.0
+    slip_rate: float = 0.7
     solve_steps: int = 500
     verify_problems: int = 3000
-    verify_samples: int = 4
-    verify_steps: int = 500
+    verify_samples: int = 8
+    verify_steps: int = 800
     replay_fraction: float = 0.25
     lr: float = 3e-3
     batch_size: int = 64
@@ -110,9 +110,9 @@ class DatasetSchema:
     prompt_template: str = "Q: {question}\nA: "
     chat: ChatSchema = field(default_factory=ChatSchema)
     levels: list[int] = field(default_factory=lambda: [2, 3, 4])
-    max_operand: int = 9
+    max_operand: int = 5
     graph: GraphSchema = field(default_factory=GraphSchema)
-    n_train: int = 128
+    n_train: int = 256
     n_test: int = 200
     seed: int = 1234
 
@@ -150,7 +150,7 @@ class GenerationSchema:
 
 @dataclass
 class TrainerSchema:
-    lr: float = 1e-3
+    lr: float = 3e-4
     epochs: float = 1.0
     max_steps: int = 0
     batch_size: int = 16
