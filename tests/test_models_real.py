@@ -178,7 +178,7 @@ def test_smollm2_runs_two_rounds_on_cpu(tmp_path):
     overrides = ["model=smollm2_135m", "dataset=gsm8k", f"dataset.path='{ROOT}/tests/fixtures/gsm8k_{{split}}.jsonl'",
                  "rounds=2", "dataset.n_train=4", "dataset.n_test=2", "generation.n_samples=4",
                  "generation.pass_k=[1,4]", "generation.max_new_tokens=48", "trainer.epochs=1", "logger=none",
-                 "fit.enabled=false",
+                 "fit.enabled=false", "verifier=tf",
                  f"hydra.run.dir={run_dir}"]
     result = subprocess.run(sirt_command("train", *overrides), cwd=ROOT, capture_output=True, text=True,
                             timeout=600, env=OFFLINE)
