@@ -113,9 +113,8 @@ def verify_rows(
     formats = verifier_formats()
     chosen = []
     for problem, rs in zip(problems, responses):
-        distinct = sorted(set(rs))
-        good = [r for r in distinct if data.is_correct(r, problem)]
-        bad = [r for r in distinct if not data.is_correct(r, problem)]
+        verdicts = {r: data.is_correct(r, problem) for r in sorted(set(rs))}  # grade each distinct answer once
+        good, bad = [r for r, ok in verdicts.items() if ok], [r for r, ok in verdicts.items() if not ok]
         n = min(len(good), len(bad))
         chosen += [(problem, r, True) for r in rng.sample(good, n)] + [(problem, r, False) for r in rng.sample(bad, n)]
     rows = []
