@@ -110,3 +110,22 @@ def test_malformed_rows_are_named():
         data.rows_to_problems([{"question": "q", "answer": "#### 1"}, {"question": "q"}], "x.jsonl")
     with pytest.raises(ValueError, match="####"):
         data.rows_to_problems([{"question": "q", "answer": "42"}], "x.jsonl")
+
+
+def test_the_habit_skips_the_last_operation_and_keeps_the_length():
+    right, slipped = data.solve_chain("1+2+3+4"), data.solve_chain("1+2+3+4", slip=lambda: True)
+    assert right == "3+3+4;6+4 #### 10" and slipped == "3+3+4;6+4 #### 6"  # answer = last line's leading number
+    assert data.solve_chain("7+9-8", slip=lambda: True) == "16-8 #### 8"  # two operations: no chance to slip
+
+
+def test_verifier_is_taught_right_and_wrong_answers_of_the_same_question():
+    from sirt.config import DatasetSchema
+    from sirt.organism import verify_rows
+
+    mixed, solved = data.Problem("1+2+3+4", data.solve_chain("1+2+3+4"), 3), data.Problem("2+2", "#### 4", 1)
+    responses = [["3+3+4;6+4 #### 10", "3+3+4;6+4 #### 10", "3+3+4;6+4 #### 6", "3+3+4;6+4 #### 7"],
+                 ["#### 4", "#### 4"]]  # the second question has no wrong answer: it teaches nothing
+    rows = verify_rows([mixed, solved], responses, DatasetSchema(), random.Random(0))
+    tf = [r for r in rows if r["prompt"].endswith("Correct? ")]
+    assert all("1+2+3+4" in r["prompt"] for r in rows)
+    assert sorted(r["completion"] for r in tf) == ["no", "yes"]  # one distinct right answer: one pair
