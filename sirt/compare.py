@@ -1,16 +1,19 @@
 """``python -m sirt.compare SWEEP_DIR``: paper 1's cross-improvement table for a multirun.
 
-Per job: schedule, budget M, initial and final accuracy, U_s at the end and U_s,inf from the
-fit. Across the schedules that used external data: the max-min spread of final accuracy (the
-paper: at most 2.17 points) and of final U_s, and Proposition 5.1's verdict — the final
-uncertainty depends only on sum(eta), not on when the data came. Writes ``compare.md``,
-``compare.json`` and ``compare.png`` into the sweep directory and prints the table.
+Per job: schedule, seed, budget M, initial and final accuracy, U_s at the end and U_s,inf from
+the fit. Jobs that differ only in ``seed`` are one arm: its mean and standard error over seeds
+are what the verdict reads, because one seed's final accuracy on a small test split moves by
+several points. Across the arms that used external data: the max-min spread of mean final
+accuracy (the paper: at most 2.17 points) and of final U_s, and Proposition 5.1's verdict — the
+final uncertainty depends only on sum(eta), not on when the data came. Writes ``compare.md``,
+``compare.json`` and ``compare.png`` into the sweep directory and prints the tables.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,8 @@ def job_summary(job_dir: Path) -> dict[str, Any] | None:
     return {
         "job": job_dir.name,
         "schedule": cfg.schedule.name,
+        "seed": cfg.seed,
+        "arm": arm_name(job_dir),
         "source": cfg.external.source,
         "budget": cfg.external.budget if cfg.schedule.name != "none" else 0,
         "rounds": rows[-1]["round"],
@@ -48,21 +53,49 @@ def job_summary(job_dir: Path) -> dict[str, Any] | None:
     }
 
 
+def arm_name(job_dir: Path) -> str:
+    """The job's command-line overrides without ``seed=``: jobs that share it are seeds of one arm."""
+    path = job_dir / ".hydra" / "overrides.yaml"
+    overrides = OmegaConf.to_container(OmegaConf.load(path)) if path.exists() else []
+    kept = [o for o in overrides if o.split("=")[0].lstrip("+~") != "seed" and not o.startswith("hydra.")]
+    return " ".join(kept) or "(defaults)"
+
+
+def arms(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Jobs grouped by their overrides except the seed — the seeds of one arm — with mean and SE."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for job in jobs:
+        groups.setdefault(job["arm"], []).append(job)
+    result = []
+    for name, members in groups.items():
+        first = members[0]
+        arm = {"arm": name, "schedule": first["schedule"], "source": first["source"], "budget": first["budget"],
+               "n_seeds": len(members), "seeds": sorted(j["seed"] for j in members)}
+        for key in ("acc_initial", "acc_final", "U_s_final"):
+            values = [j[key] for j in members]
+            arm[key] = statistics.fmean(values)
+            arm[f"{key}_se"] = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else None
+        result.append(arm)
+    return result
+
+
 def verdict(jobs: list[dict[str, Any]], tolerance: float) -> dict[str, Any]:
-    """Spread across the schedules with external data, and what it says about Prop. 5.1."""
-    external = [j for j in jobs if j["schedule"] != "none"]
+    """Spread across the arms with external data (means over seeds), and what it says about Prop. 5.1."""
+    groups = arms(jobs)
+    external = [a for a in groups if a["schedule"] != "none"]
     if len(external) < 2:
-        return {"status": "needs at least two schedules with external data"}
-    accs = [j["acc_final"] for j in external]
-    U_s = [j["U_s_final"] for j in external]
+        return {"status": "needs at least two schedules with external data", "arms": groups}
+    accs = [a["acc_final"] for a in external]
+    U_s = [a["U_s_final"] for a in external]
     spread = max(accs) - min(accs)
-    baseline = [j["acc_final"] for j in jobs if j["schedule"] == "none"]
+    baseline = [a["acc_final"] for a in groups if a["schedule"] == "none"]
     result = {
         "status": "ok",
         "acc_spread": spread,
         "U_s_rel_spread": (max(U_s) - min(U_s)) / (sum(U_s) / len(U_s)),
         "tolerance": tolerance,
         "prop_5_1": "consistent" if spread <= tolerance else "violated",
+        "arms": groups,
     }
     if baseline:
         result["min_gain_over_none"] = min(accs) - max(baseline)
@@ -73,13 +106,23 @@ def markdown(jobs: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     def fmt(x: Any) -> str:
         return f"{x:.4g}" if isinstance(x, float) else str(x)
 
-    cols = ["job", "schedule", "source", "budget", "ext_used", "acc_initial", "acc_final", "U_s_final", "U_s_inf"]
+    def mean_se(arm: dict[str, Any], key: str) -> str:
+        se = arm[f"{key}_se"]
+        return fmt(arm[key]) + (f" ± {se:.2g}" if se is not None else "")
+
+    cols = ["job", "schedule", "seed", "source", "budget", "ext_used", "acc_initial", "acc_final", "U_s_final",
+            "U_s_inf"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(j[c]) for c in cols) + " |" for j in jobs]
+    lines += ["", "Per arm, mean ± standard error over seeds:", "",
+              "| arm | schedule | budget | seeds | acc_initial | acc_final | U_s_final |", "|" + "---|" * 7]
+    lines += [f"| {a['arm']} | {a['schedule']} | {a['budget']} | {a['n_seeds']} | {mean_se(a, 'acc_initial')} | "
+              f"{mean_se(a, 'acc_final')} | {mean_se(a, 'U_s_final')} |" for a in summary["arms"]]
     lines.append("")
     if summary["status"] == "ok":
-        lines.append(f"Spread of final accuracy across external schedules: {100 * summary['acc_spread']:.2f} points "
-                     f"(paper 1: at most 2.17); relative spread of final U_s: {100 * summary['U_s_rel_spread']:.2f}%.")
+        lines.append(f"Spread of mean final accuracy across external schedules: "
+                     f"{100 * summary['acc_spread']:.2f} points (paper 1: at most 2.17); "
+                     f"relative spread of final U_s: {100 * summary['U_s_rel_spread']:.2f}%.")
         lines.append(f"Proposition 5.1 (timing does not matter, tolerance {100 * summary['tolerance']:.1f} points): "
                      f"**{summary['prop_5_1']}**.")
         if "min_gain_over_none" in summary:
@@ -91,17 +134,25 @@ def markdown(jobs: list[dict[str, Any]], summary: dict[str, Any]) -> str:
 
 
 def plot(jobs: list[dict[str, Any]], path: Path) -> None:
+    """One colour per arm: every seed as a thin line, the arm's mean over seeds as a thick one."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    arms_of: dict[str, list[dict[str, Any]]] = {}
     for job in jobs:
-        tr, label = job["trajectory"], f"{job['schedule']} ({job['job']})"
-        axes[0].plot(tr["round"], tr["acc"], marker="o", label=label)
-        axes[1].plot(tr["round"], tr["U_s"], marker="o", label=label)
+        arms_of.setdefault(job["arm"], []).append(job)
+    for color, (name, members) in enumerate(arms_of.items()):
+        label = f"{name} ({len(members)} seed{'s' * (len(members) > 1)})"
+        for ax, key in zip(axes, ("acc", "U_s")):
+            for job in members:
+                ax.plot(job["trajectory"]["round"], job["trajectory"][key], color=f"C{color}", alpha=0.3, lw=0.8)
+            rounds = min((j["trajectory"]["round"] for j in members), key=len)
+            mean = [statistics.fmean(j["trajectory"][key][i] for j in members) for i in range(len(rounds))]
+            ax.plot(rounds, mean, color=f"C{color}", marker="o", lw=2, label=label)
     for ax, name in zip(axes, ("test accuracy (greedy)", "U_s (nats per response)")):
         ax.set_xlabel("round t")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle("Cross-improvement: schedules of the external budget")
+    fig.suptitle("Cross-improvement: schedules of the external budget (thin: seeds, thick: mean)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

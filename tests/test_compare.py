@@ -1,0 +1,41 @@
+"""sirt.compare on hand-written job directories: seeds of one arm are pooled, the verdict reads arm means."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from sirt.compare import compare
+
+
+def write_job(sweep: Path, num: int, schedule: str, seed: int, acc: list[float]) -> None:
+    """A finished job as sirt.train leaves it: metrics.jsonl and Hydra's config and overrides."""
+    job = sweep / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    cfg = {"seed": seed, "schedule": {"name": schedule}, "external": {"source": "gold", "budget": 64}}
+    OmegaConf.save(OmegaConf.create(cfg), job / ".hydra" / "config.yaml")
+    OmegaConf.save(OmegaConf.create([f"schedule={schedule}", f"seed={seed}"]), job / ".hydra" / "overrides.yaml")
+    rows = [{"round": t, "acc": a, "U_s": 1.0 - a, "ext_used": 0} for t, a in enumerate(acc)]
+    (job / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_seeds_of_an_arm_are_pooled_and_the_verdict_reads_means(tmp_path):
+    finals = {"none": [0.40, 0.46], "early": [0.50, 0.44], "uniform": [0.39, 0.49]}
+    num = 0
+    for schedule, accs in finals.items():
+        for seed, final in enumerate(accs):
+            write_job(tmp_path, num, schedule, seed, [0.3, 0.35, final])
+            num += 1
+    summary = compare(tmp_path)
+    arms = {a["schedule"]: a for a in summary["arms"]}
+    assert {a["n_seeds"] for a in arms.values()} == {2}
+    assert arms["early"]["acc_final"] == pytest.approx(0.47)
+    assert arms["early"]["acc_final_se"] == pytest.approx(0.03)  # sd 0.0424 / sqrt(2)
+    # one seed alone would say uniform (0.39) loses to none (0.46); the means say +1 point
+    assert summary["min_gain_over_none"] == pytest.approx(0.44 - 0.43)
+    assert summary["acc_spread"] == pytest.approx(0.03)
+    table = (tmp_path / "compare.md").read_text()
+    assert "| schedule=uniform | uniform | 64 | 2 | 0.3 ± 0 | 0.44 ± 0.05 |" in table
