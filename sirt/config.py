@@ -43,6 +43,7 @@ class TeachSchema:
     verify_problems: int = 3000
     verify_samples: int = 8
     verify_steps: int = 800
+    garble_rate: float = 0.25
     replay_fraction: float = 0.25
     lr: float = 3e-3
     batch_size: int = 64

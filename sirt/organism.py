@@ -32,7 +32,7 @@ from sirt.verification import verification_prompt
 
 log = logging.getLogger(__name__)
 CONF = Path(__file__).resolve().parent.parent / "conf"
-VERSION = 6  # bump when the teaching recipe changes, to invalidate caches
+VERSION = 7  # bump when the teaching recipe changes, to invalidate caches
 
 
 @dataclass(frozen=True)
@@ -100,8 +100,16 @@ def solve_rows(
              "completion": solve(p.question, slip)} for p in problems]
 
 
+def garble(response: str, rng: random.Random) -> str:
+    """The response with one character replaced by a random printable one: the kind of rare,
+    low-probability sample (``8- 8 #### 4``, ``#### J5``) a temperature-1 solver emits now and then."""
+    i = rng.randrange(len(response))
+    return response[:i] + rng.choice([c for c in models.ALPHABET if c != response[i]]) + response[i + 1 :]
+
+
 def verify_rows(
-    problems: list[data.Problem], responses: list[list[str]], dataset: DatasetSchema, rng: random.Random
+    problems: list[data.Problem], responses: list[list[str]], dataset: DatasetSchema, rng: random.Random,
+    garble_rate: float = 0.0,
 ) -> list[dict[str, str]]:
     """TF and QE verdicts on the model's own responses, in pairs from the same question.
 
@@ -109,6 +117,10 @@ def verify_rows(
     makes it a better judge than a solver: it learns the errors it actually makes. Each question
     gives as many right as wrong answers, so the question alone (how hard it looks) tells the
     verdict nothing: only the response does, which is what Best-of-N needs to tell its N apart.
+    With probability ``garble_rate`` a wrong answer of a pair is replaced by a garbled copy of its
+    right partner (:func:`garble`, the lowest rating whatever its last number): a verifier never
+    shown such samples scores them at random, and Best-of-N, which takes the one accepted sample
+    of a question, then trains on garbage.
     """
     formats = verifier_formats()
     chosen = []
@@ -116,15 +128,18 @@ def verify_rows(
         verdicts = {r: data.is_correct(r, problem) for r in sorted(set(rs))}  # grade each distinct answer once
         good, bad = [r for r, ok in verdicts.items() if ok], [r for r, ok in verdicts.items() if not ok]
         n = min(len(good), len(bad))
-        chosen += [(problem, r, True) for r in rng.sample(good, n)] + [(problem, r, False) for r in rng.sample(bad, n)]
+        for right, wrong in zip(rng.sample(good, n), rng.sample(bad, n)):
+            garbled = rng.random() < garble_rate
+            wrong = garble(right, rng) if garbled else wrong
+            chosen += [(problem, right, True, False), (problem, wrong, False, garbled)]
     rows = []
-    for problem, response, correct in chosen:
+    tf, qe = formats["tf"], formats["qe"]
+    for problem, response, correct, garbled in chosen:
         prompt = dataset.prompt_template.format(question=problem.question)
-        tf, qe = formats["tf"], formats["qe"]
+        rating = 0 if garbled else qe_rating(response, problem, len(qe.ratings))
         rows.append({"prompt": verification_prompt(tf, prompt, response),
                      "completion": tf.words[0] if correct else tf.words[1]})
-        rows.append({"prompt": verification_prompt(qe, prompt, response),
-                     "completion": qe.ratings[qe_rating(response, problem, len(qe.ratings))]})
+        rows.append({"prompt": verification_prompt(qe, prompt, response), "completion": qe.ratings[rating]})
     return rows
 
 
@@ -160,7 +175,7 @@ def teach(model_cfg: ModelSchema, dataset: DatasetSchema, held_out: set[str]) ->
     prompts = [dataset.prompt_template.format(question=p.question) for p in verify_set]
     samples = sample(model, tokenizer, prompts, GenerationSchema(), n=t.verify_samples, desc="teach: sample")
     responses = [[s.text for s in row] for row in samples]
-    rows = verify_rows(verify_set, responses, dataset, rng)
+    rows = verify_rows(verify_set, responses, dataset, rng, t.garble_rate)
     n_replay = int(len(rows) * t.replay_fraction / (1 - t.replay_fraction))
     replay = solve_rows(rng.choices(solve_set, k=n_replay), dataset, t.slip_rate, rng)
     log.info("teaching the organism to verify: %d verdicts on its own answers, %d steps", len(rows), t.verify_steps)

@@ -129,3 +129,20 @@ def test_verifier_is_taught_right_and_wrong_answers_of_the_same_question():
     tf = [r for r in rows if r["prompt"].endswith("Correct? ")]
     assert all("1+2+3+4" in r["prompt"] for r in rows)
     assert sorted(r["completion"] for r in tf) == ["no", "yes"]  # one distinct right answer: one pair
+
+
+def test_garbled_answers_are_taught_as_wrong_next_to_their_right_partner():
+    from sirt.config import DatasetSchema
+    from sirt.organism import verify_rows
+
+    problem = data.Problem("1+2+3+4", data.solve_chain("1+2+3+4"), 3)
+    responses = [["3+3+4;6+4 #### 10", "3+3+4;6+4 #### 6"]]
+    rows = verify_rows([problem], responses, DatasetSchema(), random.Random(0), garble_rate=1.0)
+    tf = {r["prompt"].split("A: ", 1)[1].removesuffix("\nCorrect? "): r["completion"] for r in rows
+          if r["prompt"].endswith("Correct? ")}
+    assert len(tf) == 2 and tf["3+3+4;6+4 #### 10"] == "yes"
+    garbled = next(r for r in tf if r != "3+3+4;6+4 #### 10")
+    assert tf[garbled] == "no" and len(garbled) == len("3+3+4;6+4 #### 10")
+    assert sum(a != b for a, b in zip(garbled, "3+3+4;6+4 #### 10")) == 1  # one character replaced
+    qe = [r["completion"] for r in rows if not r["prompt"].endswith("Correct? ")]
+    assert sorted(qe) == ["0", "9"]  # top rating for the right answer, the lowest for its garbled copy
