@@ -110,6 +110,24 @@ def arithmetic_split(n: int, levels: list[int], max_operand: int, seed: int) -> 
     return [arithmetic_problem(rng, rng.choice(levels), max_operand) for _ in range(n)]
 
 
+def generated_splits(
+    make: Callable[[int, int], list[Problem]], cfg: DatasetSchema
+) -> tuple[list[Problem], list[Problem]]:
+    """(train, test) of a generated task; ``make(n, seed)`` gives n problems, each a prefix of the next.
+
+    The test split depends only on (n_test, seed): every ``n_train`` shares one held-out set, so
+    the organism taught without it (cached by those fields) never saw a test question. Train is
+    the first ``n_train`` problems of the seed's stream that are not test questions.
+    """
+    test = make(cfg.n_test, cfg.seed + 1)
+    held_out = {p.question for p in test}
+    train = [p for p in make(2 * cfg.n_train + cfg.n_test, cfg.seed) if p.question not in held_out][: cfg.n_train]
+    if len(train) < cfg.n_train:
+        raise InputError(f"dataset.n_train={cfg.n_train}: only {len(train)} generated problems are not test "
+                         f"questions; widen the task (more levels or operands) or ask for fewer")
+    return train, test
+
+
 # --- loading ---------------------------------------------------------------------------------
 
 
@@ -139,15 +157,11 @@ def load_splits(cfg: DatasetSchema) -> tuple[list[Problem], list[Problem]]:
     if cfg.name in tasks.LOADERS:
         return tasks.load_splits(cfg)
     if cfg.name == "graph":
-        return graph.load_splits(cfg)
+        return generated_splits(lambda n, seed: graph.graph_split(n, cfg.levels, cfg.graph, seed), cfg)
     if cfg.path is None:
         if cfg.name != "arithmetic":
             raise InputError(f"dataset {cfg.name!r} needs dataset.path (a local JSONL with {{split}})")
-        train = arithmetic_split(cfg.n_train, cfg.levels, cfg.max_operand, cfg.seed)
-        seen = {p.question for p in train}
-        test = [p for p in arithmetic_split(2 * cfg.n_test, cfg.levels, cfg.max_operand, cfg.seed + 1)
-                if p.question not in seen][: cfg.n_test]
-        return train, test
+        return generated_splits(lambda n, seed: arithmetic_split(n, cfg.levels, cfg.max_operand, seed), cfg)
     from datasets import load_dataset
 
     splits = {}

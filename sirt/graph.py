@@ -32,7 +32,7 @@ from collections.abc import Callable
 from itertools import pairwise
 from typing import TYPE_CHECKING
 
-from sirt.config import DatasetSchema, GraphSchema
+from sirt.config import GraphSchema
 
 if TYPE_CHECKING:
     from sirt.data import Problem
@@ -150,12 +150,3 @@ def graph_split(n: int, levels: list[int], cfg: GraphSchema, seed: int) -> list[
     """``n`` problems with levels drawn uniformly from ``levels``; reproducible from ``seed``."""
     rng = random.Random(seed)
     return [graph_problem(rng, rng.choice(levels), cfg) for _ in range(n)]
-
-
-def load_splits(cfg: DatasetSchema) -> tuple[list[Problem], list[Problem]]:
-    """(train, test) of the graph task: generated, the test split free of train questions."""
-    train = graph_split(cfg.n_train, cfg.levels, cfg.graph, cfg.seed)
-    seen = {p.question for p in train}
-    test = [p for p in graph_split(2 * cfg.n_test, cfg.levels, cfg.graph, cfg.seed + 1)
-            if p.question not in seen][: cfg.n_test]
-    return train, test

@@ -32,7 +32,7 @@ from sirt.verification import verification_prompt
 
 log = logging.getLogger(__name__)
 CONF = Path(__file__).resolve().parent.parent / "conf"
-VERSION = 7  # bump when the teaching recipe changes, to invalidate caches
+VERSION = 8  # bump when the teaching recipe changes, to invalidate caches
 
 
 @dataclass(frozen=True)
@@ -143,12 +143,13 @@ def verify_rows(
     return rows
 
 
-def organism_key(model_cfg: ModelSchema, dataset: DatasetSchema) -> str:
-    """Hash of everything that shapes the taught organism."""
+def organism_key(model_cfg: ModelSchema, dataset: DatasetSchema, held_out: set[str]) -> str:
+    """Hash of everything that shapes the taught organism, the questions it must never see included."""
     formats = {k: asdict(v) for k, v in verifier_formats().items()}
     task = {k: getattr(dataset, k) for k in teaching_task(dataset).fields}
-    blob = json.dumps([VERSION, asdict(model_cfg.tiny), asdict(model_cfg.teach), task, formats], sort_keys=True,
-                      default=asdict)
+    unseen = hashlib.sha256("\n".join(sorted(held_out)).encode()).hexdigest()
+    blob = json.dumps([VERSION, asdict(model_cfg.tiny), asdict(model_cfg.teach), task, formats, unseen],
+                      sort_keys=True, default=asdict)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -189,7 +190,7 @@ def load_organism(
     model_cfg: ModelSchema, dataset: DatasetSchema, held_out: set[str]
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The taught organism from the cache, teaching it first if this config has never been seen."""
-    path = cache_root() / "organism" / organism_key(model_cfg, dataset)
+    path = cache_root() / "organism" / organism_key(model_cfg, dataset, held_out)
     if not (path / "config.json").exists():
         model, stats = teach(model_cfg, dataset, held_out)
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
