@@ -113,18 +113,14 @@ def arithmetic_split(n: int, levels: list[int], max_operand: int, seed: int) -> 
 def generated_splits(
     make: Callable[[int, int], list[Problem]], cfg: DatasetSchema
 ) -> tuple[list[Problem], list[Problem]]:
-    """(train, test) of a generated task; ``make(n, seed)`` gives n problems, each a prefix of the next.
+    """(train, test) of a generated task; ``make(n, seed)`` gives n problems from the seed's stream.
 
-    The test split depends only on (n_test, seed): every ``n_train`` shares one held-out set, so
-    the organism taught without it (cached by those fields) never saw a test question. Train is
-    the first ``n_train`` problems of the seed's stream that are not test questions.
+    Test questions are drawn from ``seed + 1`` and skip the train questions, so the test split
+    depends on ``n_train`` too: the organism's cache key hashes the held-out questions for that reason.
     """
-    test = make(cfg.n_test, cfg.seed + 1)
-    held_out = {p.question for p in test}
-    train = [p for p in make(2 * cfg.n_train + cfg.n_test, cfg.seed) if p.question not in held_out][: cfg.n_train]
-    if len(train) < cfg.n_train:
-        raise InputError(f"dataset.n_train={cfg.n_train}: only {len(train)} generated problems are not test "
-                         f"questions; widen the task (more levels or operands) or ask for fewer")
+    train = make(cfg.n_train, cfg.seed)
+    seen = {p.question for p in train}
+    test = [p for p in make(2 * cfg.n_test, cfg.seed + 1) if p.question not in seen][: cfg.n_test]
     return train, test
 
 

@@ -8,7 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from sirt import data, graph, organism
-from sirt.config import ConfigError, DatasetSchema, GraphSchema, InputError, ModelSchema, validate
+from sirt.config import ConfigError, DatasetSchema, GraphSchema, ModelSchema, validate
 from tests.conftest import ROOT
 
 TWO_ROUTES = data.Problem("ab bc ad dc ce | a>e", "#### abce", level=3, kind="path")
@@ -126,15 +126,13 @@ def test_the_organism_is_taught_the_graph_task():
     assert len(keys) == 4  # a different task, graph size or held-out set is a different organism
 
 
-@pytest.mark.parametrize("name", ["arithmetic", "graph"])
-def test_the_test_split_does_not_depend_on_n_train(name):
-    """One held-out set for every n_train: the cached organism, taught without it, stays clean."""
-    small, large = (DatasetSchema(name=name, levels=[2, 3], n_train=n, n_test=50) for n in (40, 200))
-    (train_s, test_s), (train_l, test_l) = data.load_splits(small), data.load_splits(large)
-    assert test_s == test_l and train_l[:40] == train_s
-    assert not {p.question for p in train_l} & {p.question for p in test_l}
-
-
-def test_a_task_too_small_for_its_splits_is_refused():
-    with pytest.raises(InputError, match=r"^dataset\.n_train=400: only \d+ generated problems"):
-        data.load_splits(DatasetSchema(levels=[1], max_operand=2, n_train=400, n_test=50))
+def test_another_n_train_holds_out_other_questions_and_gets_its_own_organism():
+    """Test questions skip train ones, so n_train moves the held-out set: the cache must not be shared."""
+    small, large = (DatasetSchema(levels=[2, 3], n_train=n, n_test=100) for n in (40, 400))
+    keys, tests = [], []
+    for ds in (small, large):
+        train, test = data.load_splits(ds)
+        assert not {p.question for p in train} & {p.question for p in test}
+        tests.append(test)
+        keys.append(organism.organism_key(ModelSchema(), ds, {p.question for p in test}))
+    assert tests[0] != tests[1] and keys[0] != keys[1]
