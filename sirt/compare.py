@@ -22,7 +22,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from sirt.tracking import read_jsonl, write_atomic
 
@@ -39,7 +39,7 @@ def job_summary(job_dir: Path) -> dict[str, Any] | None:
         "job": job_dir.name,
         "schedule": cfg.schedule.name,
         "seed": cfg.seed,
-        "arm": arm_name(job_dir),
+        "arm": arm_name(job_dir, cfg),
         "source": cfg.external.source,
         "budget": cfg.external.budget if cfg.schedule.name != "none" else 0,
         "rounds": rows[-1]["round"],
@@ -53,10 +53,14 @@ def job_summary(job_dir: Path) -> dict[str, Any] | None:
     }
 
 
-def arm_name(job_dir: Path) -> str:
-    """The job's command-line overrides without ``seed=``: jobs that share it are seeds of one arm."""
+def arm_name(job_dir: Path, cfg: DictConfig) -> str:
+    """The job's command-line overrides without ``seed=``: jobs that share it are seeds of one arm.
+    A job without Hydra's overrides file is named by what the table compares."""
     path = job_dir / ".hydra" / "overrides.yaml"
-    overrides = OmegaConf.to_container(OmegaConf.load(path)) if path.exists() else []
+    if not path.exists():
+        ext = cfg.external
+        return f"schedule={cfg.schedule.name} external.source={ext.source} external.budget={ext.budget}"
+    overrides = OmegaConf.to_container(OmegaConf.load(path))
     kept = [o for o in overrides if o.split("=")[0].lstrip("+~") != "seed" and not o.startswith("hydra.")]
     return " ".join(kept) or "(defaults)"
 

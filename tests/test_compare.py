@@ -39,3 +39,12 @@ def test_seeds_of_an_arm_are_pooled_and_the_verdict_reads_means(tmp_path):
     assert summary["acc_spread"] == pytest.approx(0.03)
     table = (tmp_path / "compare.md").read_text()
     assert "| schedule=uniform | uniform | 64 | 2 | 0.3 ± 0 | 0.44 ± 0.05 |" in table
+
+
+def test_jobs_without_hydra_overrides_are_grouped_by_schedule_not_pooled(tmp_path):
+    for num, schedule in enumerate(["none", "early", "late"]):
+        write_job(tmp_path, num, schedule, 0, [0.3, 0.4])
+        (tmp_path / str(num) / ".hydra" / "overrides.yaml").unlink()
+    summary = compare(tmp_path)
+    assert sorted(a["schedule"] for a in summary["arms"]) == ["early", "late", "none"]
+    assert all(a["n_seeds"] == 1 for a in summary["arms"])
