@@ -155,9 +155,12 @@ def plot(jobs: list[dict[str, Any]], path: Path) -> None:
         ax.set_xlabel("round t")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    rows = (len(labels) + 1) // 2  # arm names are long: a legend under the plots, two per line
+    fig.set_figheight(4 + 0.25 * rows)
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
     fig.suptitle("Cross-improvement: schedules of the external budget (thin: seeds, thick: mean)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.25 * rows / (4 + 0.25 * rows) + 0.02, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
