@@ -166,7 +166,8 @@ def plot(jobs: list[dict[str, Any]], path: Path) -> None:
 
 
 def compare(sweep_dir: Path, tolerance: float = 0.03) -> dict[str, Any]:
-    jobs = [s for d in sorted(p for p in sweep_dir.iterdir() if p.is_dir()) if (s := job_summary(d))]
+    in_order = lambda p: (not p.name.isdigit(), len(p.name), p.name)  # noqa: E731  jobs 0, 1, ..., 10 as Hydra numbers them
+    jobs = [s for d in sorted(filter(Path.is_dir, sweep_dir.iterdir()), key=in_order) if (s := job_summary(d))]
     if not jobs:
         raise FileNotFoundError(f"{sweep_dir} holds no job with a metrics.jsonl")
     summary = verdict(jobs, tolerance)
