@@ -55,10 +55,10 @@ def test_late_round_must_fit_the_run():
         validate(composed("schedule=late", "rounds=5"))
 
 
-def test_cli_refuses_sigma_within_seconds():
+def test_cli_refuses_sigma_within_seconds(tmp_path):
     start = time.time()
-    result = subprocess.run(sirt_command("train", "verifier.sigma=1.5"), cwd=ROOT, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(sirt_command("train", "verifier.sigma=1.5", f"hydra.run.dir={tmp_path}"), cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)  # Hydra makes the run dir before we refuse
     assert result.returncode != 0
     assert "sigma" in result.stderr and "Traceback" not in result.stderr
     assert time.time() - start < 60
