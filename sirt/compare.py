@@ -46,7 +46,8 @@ def job_summary(job_dir: Path) -> dict[str, Any] | None:
         "acc_initial": rows[0]["acc"],
         "acc_final": rows[-1]["acc"],
         "U_s_final": rows[-1]["U_s"],
-        "U_s_inf": joint.get("U_s_inf"),
+        "U_s_inf": joint.get("U_s_inf") if joint.get("status") == "ok" else None,  # only from a fit the theory accepts
+        "fit_status": joint.get("status", "no fit.json"),
         "ext_used": sum(r.get("ext_used", 0) for r in rows),
         "trajectory": {"round": [r["round"] for r in rows], "acc": [r["acc"] for r in rows],
                        "U_s": [r["U_s"] for r in rows]},
@@ -118,6 +119,10 @@ def markdown(jobs: list[dict[str, Any]], summary: dict[str, Any]) -> str:
             "U_s_inf"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(j[c]) for c in cols) + " |" for j in jobs]
+    flagged = sum(j["U_s_inf"] is None for j in jobs)
+    if flagged:
+        lines += ["", f"U_s_inf is shown only where the joint fit is consistent with the theory; {flagged} of "
+                      f"{len(jobs)} jobs' fits are not (their reason: `fit_status` in compare.json)."]
     lines += ["", "Per arm, mean ± standard error over seeds:", "",
               "| arm | schedule | budget | seeds | acc_initial | acc_final | U_s_final |", "|" + "---|" * 7]
     lines += [f"| {a['arm']} | {a['schedule']} | {a['budget']} | {a['n_seeds']} | {mean_se(a, 'acc_initial')} | "

@@ -48,3 +48,17 @@ def test_jobs_without_hydra_overrides_are_grouped_by_schedule_not_pooled(tmp_pat
     summary = compare(tmp_path)
     assert sorted(a["schedule"] for a in summary["arms"]) == ["early", "late", "none"]
     assert all(a["n_seeds"] == 1 for a in summary["arms"])
+
+
+def test_U_s_inf_is_reported_only_from_a_joint_fit_the_theory_accepts(tmp_path):
+    fits = {"early": {"status": "ok", "U_s_inf": 0.31}, "late": {"status": "inconsistent with Proposition 3.1",
+                                                               "U_s_inf": -20.7}}
+    for num, schedule in enumerate(["none", "early", "late"]):
+        write_job(tmp_path, num, schedule, 0, [0.3, 0.4])
+        if schedule in fits:
+            (tmp_path / str(num) / "fit.json").write_text(json.dumps({"joint": fits[schedule]}))
+    compare(tmp_path)
+    jobs = {j["schedule"]: j for j in json.loads((tmp_path / "compare.json").read_text())["jobs"]}
+    assert jobs["early"]["U_s_inf"] == 0.31 and jobs["late"]["U_s_inf"] is None
+    assert jobs["late"]["fit_status"].startswith("inconsistent") and jobs["none"]["fit_status"] == "no fit.json"
+    assert "2 of 3 jobs' fits are not" in (tmp_path / "compare.md").read_text()
