@@ -66,13 +66,18 @@ def arm_name(job_dir: Path, cfg: DictConfig) -> str:
     return " ".join(kept) or "(defaults)"
 
 
-def arms(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Jobs grouped by their overrides except the seed — the seeds of one arm — with mean and SE."""
+def by_arm(jobs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Jobs grouped by their overrides except the seed: the seeds of one arm, in job order."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for job in jobs:
         groups.setdefault(job["arm"], []).append(job)
+    return groups
+
+
+def arms(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each arm's mean and standard error over its seeds."""
     result = []
-    for name, members in groups.items():
+    for name, members in by_arm(jobs).items():
         first = members[0]
         arm = {"arm": name, "schedule": first["schedule"], "source": first["source"], "budget": first["budget"],
                "n_seeds": len(members), "seeds": sorted(j["seed"] for j in members)}
@@ -145,10 +150,7 @@ def markdown(jobs: list[dict[str, Any]], summary: dict[str, Any]) -> str:
 def plot(jobs: list[dict[str, Any]], path: Path) -> None:
     """One colour per arm: every seed as a thin line, the arm's mean over seeds as a thick one."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    arms_of: dict[str, list[dict[str, Any]]] = {}
-    for job in jobs:
-        arms_of.setdefault(job["arm"], []).append(job)
-    for color, (name, members) in enumerate(arms_of.items()):
+    for color, (name, members) in enumerate(by_arm(jobs).items()):
         label = f"{name} ({len(members)} seed{'s' * (len(members) > 1)})"
         for ax, key in zip(axes, ("acc", "U_s")):
             for job in members:
@@ -170,9 +172,13 @@ def plot(jobs: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def job_order(job_dir: Path) -> tuple[bool, int, str]:
+    """Hydra's job numbers in numeric order (0, 1, ..., 10), other folders after them."""
+    return not job_dir.name.isdigit(), len(job_dir.name), job_dir.name
+
+
 def compare(sweep_dir: Path, tolerance: float = 0.03) -> dict[str, Any]:
-    in_order = lambda p: (not p.name.isdigit(), len(p.name), p.name)  # noqa: E731  jobs 0, 1, ..., 10 as Hydra numbers them
-    jobs = [s for d in sorted(filter(Path.is_dir, sweep_dir.iterdir()), key=in_order) if (s := job_summary(d))]
+    jobs = [s for d in sorted(filter(Path.is_dir, sweep_dir.iterdir()), key=job_order) if (s := job_summary(d))]
     if not jobs:
         raise FileNotFoundError(f"{sweep_dir} holds no job with a metrics.jsonl")
     summary = verdict(jobs, tolerance)
