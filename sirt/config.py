@@ -139,7 +139,7 @@ class VllmSchema:
 @dataclass
 class GenerationSchema:
     backend: str = "transformers"
-    n_samples: int = 16
+    n_samples: int = 32
     max_new_tokens: int = 48
     temperature: float = 1.0
     top_p: float = 1.0

@@ -46,6 +46,19 @@ def test_every_model_and_dataset_composes_into_the_schema(model, dataset):
         assert merged.model.chat_template and merged.model.name_or_path
 
 
+@pytest.mark.parametrize("model", [m for m in MODELS if m != "smollm2_135m"])
+def test_real_models_bring_the_papers_sampling_and_training(model):
+    """Paper 1's N = 16, 512 new tokens and lr 1e-5 come with a real model; the organism keeps its own
+    settings, and a group chosen on the command line still wins."""
+    paper = composed(f"model={model}")
+    assert (paper.generation.n_samples, paper.generation.max_new_tokens) == (16, 512)
+    assert (paper.trainer.lr, paper.trainer.max_length) == (1e-5, 1024)
+    organism = composed()
+    assert (organism.generation.max_new_tokens, organism.trainer.lr) == (48, 3e-4)
+    chosen = composed(f"model={model}", "generation=default")
+    assert chosen.generation.max_new_tokens == 48 and chosen.trainer.lr == 1e-5
+
+
 def test_cfg_job_prints_the_composed_config():
     result = subprocess.run(sirt_command("train", "model=llama3_8b", "dataset=gsm8k", "--cfg", "job"), cwd=ROOT,
                             capture_output=True, text=True, timeout=120, env=OFFLINE)
