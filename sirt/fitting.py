@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 CURVES = ("U_s", "U_v", "G", "acc", "U_s_tok", "U_v_tok")
 RISING = frozenset({"acc"})  # expected to rise; the uncertainties are expected to fall
+RANGE = {"U_s": (0.0, np.inf), "U_v": (0.0, np.inf), "U_s_tok": (0.0, np.inf), "U_v_tok": (0.0, np.inf),
+         "acc": (0.0, 1.0)}  # where a limit can lie: an NLL is >= 0, an accuracy within [0, 1]
 MIN_ROUNDS = 4
 FORECAST_MIN_K = 3
 FORECAST_QUANTITIES = ("U_s", "U_v", "G")  # the ones every method predicts
@@ -183,6 +185,15 @@ def _direction_problem(name: str, amplitude: float) -> str | None:
             " over the run, against the self-improvement the theory describes")
 
 
+def _limit_problem(name: str, limit: float) -> str | None:
+    """A limit no run can reach (an NLL below 0) means the curve is still nearly straight: its bend,
+    and so its limit, lies beyond the run, whatever the R²."""
+    low, high = RANGE.get(name, (-np.inf, np.inf))
+    if low <= limit <= high:
+        return None
+    return f"no saturation: the fitted limit of {name}, {limit:.3g}, lies outside [{low:g}, {high:g}]"
+
+
 def _r2(ys: list[np.ndarray], fits: list[np.ndarray]) -> float:
     """R² of several series at once, each measured about its own mean."""
     ss_res = sum(np.sum((y - f) ** 2) for y, f in zip(ys, fits, strict=True))
@@ -232,7 +243,8 @@ def fit_exponential(t: np.ndarray, y: np.ndarray, name: str = "y",
                             "rate", max_nfev)
     values = {**_values(result), "r2": result.rsquared, "band_1sigma": _band(result, t)}
     status = (_fit_problem(result, "rate")
-              or _direction_problem(name, result.params["amplitude"].value))
+              or _direction_problem(name, result.params["amplitude"].value)
+              or _limit_problem(name, result.params["y_inf"].value))
     return Fit(status or "ok", result, values)
 
 
@@ -245,7 +257,8 @@ def fit_power_law(t: np.ndarray, y: np.ndarray, name: str = "y",
     result = _fit_from_grid(POWER_LAW, t, y,
                             lambda s: np.column_stack([np.ones_like(t), (t + 1.0) ** -s]),
                             "p", max_nfev)
-    status = _fit_problem(result, "p") or _direction_problem(name, result.params["a"].value)
+    status = (_fit_problem(result, "p") or _direction_problem(name, result.params["a"].value)
+              or _limit_problem(name, result.params["y_inf"].value))
     return Fit(status or "ok", result, {**_values(result), "r2": result.rsquared})
 
 
@@ -284,7 +297,8 @@ def fit_joint(t: np.ndarray, U_s: np.ndarray, U_v: np.ndarray,
           "beta_over_alpha": beta_p / alpha_p if alpha_p else None,
           "r2": _r2([U_s, U_v], [U_s_fit, U_v_fit]), "r2_U_s": _r2([U_s], [U_s_fit]),
           "r2_U_v": _r2([U_v], [U_v_fit]), "r2_G": _r2([U_s - U_v], [U_s_fit - U_v_fit])}
-    status = _fit_problem(result, "rate") or _joint_problem(alpha_p, beta_p)
+    status = (_fit_problem(result, "rate") or _joint_problem(alpha_p, beta_p)
+              or _limit_problem("U_s", v["U_s_inf"]) or _limit_problem("U_v", v["U_v_inf"]))
     return Fit(status or "ok", result, v)
 
 

@@ -175,6 +175,17 @@ def test_degenerate_runs_give_a_status_not_an_exception(tmp_path: Path, case: st
     assert reason in report["joint"]["status"]
 
 
+def test_a_limit_no_run_can_reach_is_no_saturation() -> None:
+    """A nearly straight fall (the bend beyond the run) fits well, with a negative NLL as its limit."""
+    t = np.arange(11.0)
+    y = -0.5 + 1.5 * np.exp(-0.03 * t) + np.random.default_rng(0).normal(0, 0.005, t.size)
+    fit = fit_exponential(t, y, "U_s")
+    assert fit.values["r2"] > 0.99 and fit.values["y_inf"] < 0
+    assert fit.status.startswith("no saturation: the fitted limit of U_s"), fit.status
+    bends = 0.3 + 0.7 * np.exp(-0.3 * t) + np.random.default_rng(0).normal(0, 0.005, t.size)
+    assert fit_exponential(t, bends, "U_s").status == "ok"  # a bend within the run: a limit it can reach
+
+
 def test_non_convergence_is_a_status() -> None:
     fit = fit_exponential(*observe(KNOWN, T=10, noise=0.01)[:2], max_nfev=2)
     assert fit.status.startswith("did not converge"), fit.status
