@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 CURVES = ("U_s", "U_v", "G", "acc", "U_s_tok", "U_v_tok")
 RISING = frozenset({"acc"})  # expected to rise; the uncertainties are expected to fall
-RANGE = {"U_s": (0.0, np.inf), "U_v": (0.0, np.inf), "U_s_tok": (0.0, np.inf), "U_v_tok": (0.0, np.inf),
+RANGE = {**dict.fromkeys(("U_s", "U_v", "U_s_tok", "U_v_tok"), (0.0, np.inf)),
          "acc": (0.0, 1.0)}  # where a limit can lie: an NLL is >= 0, an accuracy within [0, 1]
 MIN_ROUNDS = 4
 FORECAST_MIN_K = 3
