@@ -38,16 +38,24 @@ class TeachSchema:
     """How the organism is taught, once and cached: to solve imperfectly, then to verify well."""
 
     solve_problems: int = 6000
-    slip_rate: float = 0.7
+    slip_rate: float = 0.6
     solve_steps: int = 500
     verify_problems: int = 3000
     verify_samples: int = 8
-    verify_steps: int = 800
+    verify_steps: int = 500
     garble_rate: float = 0.25
     replay_fraction: float = 0.25
     lr: float = 3e-3
     batch_size: int = 64
     seed: int = 0
+    gate: bool = True
+    gate_problems: int = 128
+    gate_samples: int = 16
+    gate_auc: float = 0.75
+    gate_lift: float = 0.10
+    gate_extensions: int = 2
+    gate_steps: int = 200
+    gate_lr_scale: float = 0.5
 
 
 @dataclass
@@ -163,6 +171,7 @@ class TrainerSchema:
     logging_steps: int = 10
     restart_from_base: bool = False
     lora: bool = True
+    verifier_replay: float = 0.0
 
 
 @dataclass
@@ -215,6 +224,7 @@ class Config:
     prompts_per_round: int = 0
     eval_every: int = 1
     keep_models: str = "last"
+    threads: int = 0
     model: ModelSchema = field(default_factory=ModelSchema)
     dataset: DatasetSchema = field(default_factory=DatasetSchema)
     verifier: VerifierSchema = field(default_factory=VerifierSchema)
@@ -251,12 +261,15 @@ def _checks(c: Config) -> None:
         value = OmegaConf.select(OmegaConf.structured(c), name)
         _check(value in allowed, name, value, f"must be one of {', '.join(allowed)}")
     _check(c.rounds >= 1, "rounds", c.rounds, "must be >= 1")
+    _check(c.threads >= 0, "threads", c.threads, "must be >= 0 (0 = torch's default)")
     _check(c.prompts_per_round >= 0, "prompts_per_round", c.prompts_per_round, "must be >= 0 (0 = all)")
     _check(c.generation.n_samples >= 1, "generation.n_samples", c.generation.n_samples, "N must be >= 1")
     _check(c.generation.max_new_tokens >= 1, "generation.max_new_tokens", c.generation.max_new_tokens, "must be >= 1")
     _check(c.generation.temperature > 0, "generation.temperature", c.generation.temperature, "must be > 0")
     _check(0 < c.generation.top_p <= 1, "generation.top_p", c.generation.top_p, "must be in (0, 1]")
     _check(all(k >= 1 for k in c.generation.pass_k), "generation.pass_k", c.generation.pass_k, "all k >= 1")
+    _check(all(k <= c.generation.n_samples for k in c.generation.pass_k), "generation.pass_k", c.generation.pass_k,
+           f"pass@k needs k <= generation.n_samples={c.generation.n_samples}")
     _check(0.0 <= c.verifier.sigma <= 1.0, "verifier.sigma", c.verifier.sigma, "sigma must be in [0, 1]")
     _check(len(c.verifier.words) == 2, "verifier.words", c.verifier.words, "need [true_word, false_word]")
     _check(len(c.verifier.ratings) >= 2, "verifier.ratings", c.verifier.ratings, "need >= 2 rating tokens")
@@ -267,6 +280,8 @@ def _checks(c: Config) -> None:
     _check(c.external.budget >= 0, "external.budget", c.external.budget, "must be >= 0")
     _check(c.dataset.n_train >= 1, "dataset.n_train", c.dataset.n_train, "must be >= 1")
     _check(c.dataset.n_test >= 1, "dataset.n_test", c.dataset.n_test, "must be >= 1")
+    _check(c.dataset.path is None or "{split}" in c.dataset.path, "dataset.path", c.dataset.path,
+           "a pattern with {split} (e.g. DIR/gsm8k_{split}.jsonl): train and test are read from two files")
     _check(bool(c.dataset.levels) and min(c.dataset.levels) >= 1, "dataset.levels", c.dataset.levels, "levels >= 1")
     if c.dataset.name == "graph":
         _check(max(c.dataset.levels) < c.dataset.graph.nodes <= 26, "dataset.graph.nodes", c.dataset.graph.nodes,
@@ -274,6 +289,14 @@ def _checks(c: Config) -> None:
         _check(c.dataset.graph.chords >= 0, "dataset.graph.chords", c.dataset.graph.chords, "must be >= 0")
     _check(0 <= c.model.teach.replay_fraction < 1, "model.teach.replay_fraction", c.model.teach.replay_fraction,
            "must be in [0, 1)")
+    _check(0 <= c.trainer.verifier_replay < 1, "trainer.verifier_replay", c.trainer.verifier_replay,
+           "must be in [0, 1)")
+    _check(c.trainer.verifier_replay == 0 or not c.model.name_or_path, "trainer.verifier_replay",
+           c.trainer.verifier_replay, "replays the organism's teaching verdicts; must be 0 for a named model")
+    t = c.model.teach
+    _check(t.gate_problems >= 1 and t.gate_samples >= 2, "model.teach.gate_problems", t.gate_problems,
+           "the gate needs >= 1 problem and gate_samples >= 2")
+    _check(t.gate_extensions >= 0, "model.teach.gate_extensions", t.gate_extensions, "must be >= 0")
     _check(c.fit.forecast_k >= 3, "fit.forecast_k", c.fit.forecast_k, "must be >= 3")
     _check(0 < c.generation.vllm.gpu_memory_utilization <= 1, "generation.vllm.gpu_memory_utilization",
            c.generation.vllm.gpu_memory_utilization, "must be in (0, 1]")

@@ -194,6 +194,13 @@ def _limit_problem(name: str, limit: float) -> str | None:
     return f"no saturation: the fitted limit of {name}, {limit:.3g}, lies outside [{low:g}, {high:g}]"
 
 
+def _weights(se: np.ndarray | None) -> np.ndarray | None:
+    """lmfit weights 1/SE from a curve's standard errors; None (an unweighted fit) unless every SE is usable."""
+    if se is None or len(se) == 0 or not np.all(np.isfinite(se)) or np.any(se <= 0):
+        return None
+    return 1.0 / se
+
+
 def _r2(ys: list[np.ndarray], fits: list[np.ndarray]) -> float:
     """R² of several series at once, each measured about its own mean."""
     ss_res = sum(np.sum((y - f) ** 2) for y, f in zip(ys, fits, strict=True))
@@ -206,16 +213,18 @@ def _r2(ys: list[np.ndarray], fits: list[np.ndarray]) -> float:
 
 def _fit_from_grid(model: lmfit.Model, t: np.ndarray, y: np.ndarray,
                    design: Callable[[float], np.ndarray], rate: str,
-                   max_nfev: int) -> ModelResult:
+                   max_nfev: int, weights: np.ndarray | None = None) -> ModelResult:
     """Start lmfit from the best grid value of the rate, the linear parameters solved exactly.
 
     Given the rate, all these models are linear in their other parameters; scanning the rate
-    makes the start robust where a single guess lands in a wrong basin.
+    makes the start robust where a single guess lands in a wrong basin. ``weights`` (1/SE of
+    each point) weight the residuals of the grid and of the fit alike.
     """
+    w = np.ones_like(y) if weights is None else weights
 
     def sse(s: float) -> tuple[float, np.ndarray]:
-        coef = np.linalg.lstsq(design(s), y, rcond=None)[0]
-        return float(np.sum((design(s) @ coef - y) ** 2)), coef
+        coef = np.linalg.lstsq(design(s) * w[:, None], y * w, rcond=None)[0]
+        return float(np.sum(((design(s) @ coef - y) * w) ** 2)), coef
 
     with np.errstate(all="ignore"):
         s0 = min(RATE_GRID, key=lambda s: sse(s)[0])
@@ -223,7 +232,7 @@ def _fit_from_grid(model: lmfit.Model, t: np.ndarray, y: np.ndarray,
         params = model.make_params(**dict(zip(linear, sse(s0)[1], strict=True)),
                                    **{rate: {"value": s0, "min": RATE_BOUNDS[0],
                                              "max": RATE_BOUNDS[1]}})
-        return model.fit(y, params, t=t, max_nfev=max_nfev)
+        return model.fit(y, params, t=t, max_nfev=max_nfev, weights=weights)
 
 
 def _values(result: ModelResult) -> dict[str, Any]:
@@ -234,14 +243,17 @@ def _values(result: ModelResult) -> dict[str, Any]:
 
 @_never_raises(Fit)
 def fit_exponential(t: np.ndarray, y: np.ndarray, name: str = "y",
-                    min_rounds: int = MIN_ROUNDS, max_nfev: int = MAX_NFEV) -> Fit:
-    """Fit ``y = y_inf + amplitude exp(-rate t)``, the form Proposition 3.1 gives each curve."""
+                    min_rounds: int = MIN_ROUNDS, max_nfev: int = MAX_NFEV, se: np.ndarray | None = None) -> Fit:
+    """Fit ``y = y_inf + amplitude exp(-rate t)``, the form Proposition 3.1 gives each curve;
+    weighted by 1/SE where the run measured each point's standard error (``se``). R² is unweighted."""
     if problem := _data_problem(t, y, name, min_rounds):
         return Fit(problem)
+    weights = _weights(se)
     result = _fit_from_grid(EXPONENTIAL, t, y,
                             lambda s: np.column_stack([np.ones_like(t), np.exp(-s * t)]),
-                            "rate", max_nfev)
-    values = {**_values(result), "r2": result.rsquared, "band_1sigma": _band(result, t)}
+                            "rate", max_nfev, weights)
+    values = {**_values(result), "r2": result.rsquared, "weighted": weights is not None,
+              "band_1sigma": _band(result, t)}
     status = (_fit_problem(result, "rate")
               or _direction_problem(name, result.params["amplitude"].value)
               or _limit_problem(name, result.params["y_inf"].value))
@@ -273,10 +285,12 @@ def _joint_problem(alpha_p: float, beta_p: float) -> str | None:
 
 @_never_raises(Fit)
 def fit_joint(t: np.ndarray, U_s: np.ndarray, U_v: np.ndarray,
-              min_rounds: int = MIN_ROUNDS, max_nfev: int = MAX_NFEV) -> Fit:
+              min_rounds: int = MIN_ROUNDS, max_nfev: int = MAX_NFEV,
+              se: tuple[np.ndarray, np.ndarray] | None = None) -> Fit:
     """Fit U_s and U_v together with ONE rate, G = U_s - U_v implied (Proposition 3.1).
 
-    alpha_p and beta_p are the amplitudes alpha' and beta'; their ratio is alpha/beta.
+    alpha_p and beta_p are the amplitudes alpha' and beta'; their ratio is alpha/beta. ``se``
+    (the standard errors of U_s and U_v per round) weights the fit; R² is unweighted.
     """
     if problem := (_data_problem(t, U_s, "U_s", min_rounds)
                    or _data_problem(t, U_v, "U_v", min_rounds)):
@@ -288,9 +302,10 @@ def fit_joint(t: np.ndarray, U_s: np.ndarray, U_v: np.ndarray,
         return np.column_stack([np.r_[one, zero], np.r_[zero, one],
                                 np.r_[decay, zero], np.r_[zero, decay]])
 
-    result = _fit_from_grid(JOINT, t, np.r_[U_s, U_v], design, "rate", max_nfev)
+    weights = _weights(np.r_[se[0], se[1]] if se is not None else None)
+    result = _fit_from_grid(JOINT, t, np.r_[U_s, U_v], design, "rate", max_nfev, weights)
     U_s_fit, U_v_fit = np.split(result.best_fit, 2)
-    v = _values(result)
+    v = _values(result) | {"weighted": weights is not None}
     alpha_p, beta_p = v["alpha_p"], v["beta_p"]
     v |= {"delta": alpha_p - beta_p, "G_inf": v["U_s_inf"] - v["U_v_inf"],
           "alpha_over_beta": alpha_p / beta_p if beta_p else None,
@@ -477,6 +492,15 @@ def load_metrics(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
     return [{**rows[t], "round": t} for t in sorted(rows)], skipped
 
 
+def standard_errors(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Per-round standard errors of U_s and U_v (and of G, taken as independent) where every row has them."""
+    se = {q: np.array([_number(row.get(f"{q}_se")) for row in rows]) for q in ("U_s", "U_v")}
+    se = {q: v for q, v in se.items() if len(v) and np.all(np.isfinite(v))}
+    if len(se) == 2:
+        se["G"] = np.hypot(se["U_s"], se["U_v"])
+    return se
+
+
 def _columns(rows: list[dict[str, Any]]) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
     """Rounds, the curves present in any row (NaN where a row lacks one) and eta.
 
@@ -494,15 +518,17 @@ def _columns(rows: list[dict[str, Any]]) -> tuple[np.ndarray, dict[str, np.ndarr
 
 
 def fit_all(t: np.ndarray, curves: dict[str, np.ndarray], eta: np.ndarray,
-            forecast_k: int) -> RunFits:
-    """Every part of the fit, each with its own status."""
+            forecast_k: int, se: dict[str, np.ndarray] | None = None) -> RunFits:
+    """Every part of the fit, each with its own status; curves with standard errors (``se``) weighted by them."""
+    se = se or {}
     missing = Fit("needs U_s and U_v")
     has_U = {"U_s", "U_v"} <= curves.keys()
+    joint_se = (se["U_s"], se["U_v"]) if {"U_s", "U_v"} <= se.keys() else None
     return RunFits(
         t=t, curves=curves,
-        exponential={q: fit_exponential(t, y, q) for q, y in curves.items()},
+        exponential={q: fit_exponential(t, y, q, se=se.get(q)) for q, y in curves.items()},
         power_law={q: fit_power_law(t, y, q) for q, y in curves.items()},
-        joint=fit_joint(t, curves["U_s"], curves["U_v"]) if has_U else missing,
+        joint=fit_joint(t, curves["U_s"], curves["U_v"], se=joint_se) if has_U else missing,
         dG_vs_G=fit_dG_vs_G(t, curves["G"]) if "G" in curves else Fit("needs G"),
         forecast=forecast(t, curves, forecast_k),
         cross_improvement=fit_gamma(t, curves["U_s"], curves["U_v"], eta) if has_U else missing)
@@ -573,7 +599,7 @@ def fit_run(run_dir: str | Path, forecast_k: int = 5, make_plots: bool = True) -
     run_dir = Path(run_dir)
     rows, skipped = load_metrics(run_dir / "metrics.jsonl")
     t, curves, eta = _columns(rows)
-    fits = fit_all(t, curves, eta, forecast_k)
+    fits = fit_all(t, curves, eta, forecast_k, standard_errors(rows))
     report = {"status": "", "n_rounds": len(rows), "rounds": t, **_report(fits)}
     if skipped:
         report["skipped_lines"] = skipped

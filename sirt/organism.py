@@ -25,14 +25,24 @@ from omegaconf import OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sirt import data, graph, models
-from sirt.config import DatasetSchema, GenerationSchema, ModelSchema, TrainerSchema, VerifierSchema
+from sirt.config import (
+    DatasetSchema,
+    GenerationSchema,
+    InputError,
+    ModelSchema,
+    TeachSchema,
+    TrainerSchema,
+    VerifierSchema,
+)
 from sirt.generation import sample
+from sirt.judging import verifier_quality
+from sirt.selection import select
 from sirt.training import sft
-from sirt.verification import verification_prompt
+from sirt.verification import Verifier, verification_prompt
 
 log = logging.getLogger(__name__)
 CONF = Path(__file__).resolve().parent.parent / "conf"
-VERSION = 7  # bump when the teaching recipe changes, to invalidate caches
+VERSION = 9  # bump when the teaching recipe changes, to invalidate caches
 
 
 @dataclass(frozen=True)
@@ -115,20 +125,25 @@ def verify_rows(
 
     Training the verifier on its own solver's mistakes (labelled by the ground truth) is what
     makes it a better judge than a solver: it learns the errors it actually makes. Each question
-    gives as many right as wrong answers, so the question alone (how hard it looks) tells the
-    verdict nothing: only the response does, which is what Best-of-N needs to tell its N apart.
-    With probability ``garble_rate`` a wrong answer of a pair is replaced by a garbled copy of its
-    right partner (:func:`garble`, the lowest rating whatever its last number): a verifier never
-    shown such samples scores them at random, and Best-of-N, which takes the one accepted sample
-    of a question, then trains on garbage.
+    teaches up to two pairs: its habit answer (the task's typical mistake, whether or not this
+    draw made it) and one other wrong answer of its own samples, each next to a right answer of
+    the same question (its own, else the reference solution). So the question alone (how hard it
+    looks) tells the verdict nothing: only the response does, which is what Best-of-N needs to tell
+    its N apart. With probability ``garble_rate`` a wrong answer is replaced by a garbled copy of
+    its right partner (:func:`garble`, the lowest rating whatever its last number): a verifier never
+    shown such samples scores them at random, and Best-of-N then trains on garbage.
     """
     formats = verifier_formats()
+    solve = teaching_task(dataset).solve
     chosen = []
     for problem, rs in zip(problems, responses):
         verdicts = {r: data.is_correct(r, problem) for r in sorted(set(rs))}  # grade each distinct answer once
-        good, bad = [r for r, ok in verdicts.items() if ok], [r for r, ok in verdicts.items() if not ok]
-        n = min(len(good), len(bad))
-        for right, wrong in zip(rng.sample(good, n), rng.sample(bad, n)):
+        good = [r for r, ok in verdicts.items() if ok] or [problem.answer]
+        habit = solve(problem.question, lambda: True)
+        others = [r for r, ok in verdicts.items() if not ok and r != habit]
+        bad = ([habit] if not data.is_correct(habit, problem) else []) + ([rng.choice(others)] if others else [])
+        for wrong in bad:
+            right = rng.choice(good)
             garbled = rng.random() < garble_rate
             wrong = garble(right, rng) if garbled else wrong
             chosen += [(problem, right, True, False), (problem, wrong, False, garbled)]
@@ -153,50 +168,136 @@ def organism_key(model_cfg: ModelSchema, dataset: DatasetSchema, held_out: set[s
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def teach(model_cfg: ModelSchema, dataset: DatasetSchema, held_out: set[str]) -> tuple[PreTrainedModel, dict]:
-    """Build the tiny LM, teach it to solve (phase 1) and then to judge its own answers (phase 2),
-    with the round's own SFT code."""
+def gate_problems(n: int, dataset: DatasetSchema, seed: int, held_out: set[str]) -> list[data.Problem]:
+    """The gate's questions: ``n`` fresh draws of the teaching task (its own seed stream), outside the test split.
+
+    Drawn like the run's train split, so the gate measures the verifier where the run will use it;
+    the task's space is small, so a question may also have been a teaching question, but every
+    sample the gate judges is new.
+    """
+    return [p for p in teaching_task(dataset).problems(2 * n + 64, dataset, seed + 1_000_003)
+            if p.question not in held_out][:n]
+
+
+def judge(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, problems: list[data.Problem],
+          dataset: DatasetSchema, n: int) -> dict[str, dict[str, float]]:
+    """Verifier quality (:mod:`sirt.judging`) of both formats on ``n`` fresh samples of each question."""
+    prompts = [dataset.prompt_template.format(question=p.question) for p in problems]
+    samples = sample(model, tokenizer, prompts, GenerationSchema(), n=n, desc="teach: gate")
+    quality = {}
+    for name, fmt in verifier_formats().items():
+        flat = Verifier(tokenizer, fmt).score(model, [(p, s.text) for p, row in zip(prompts, samples) for s in row],
+                                              desc=f"teach: gate {name}")
+        scores = [flat[i * n : (i + 1) * n] for i in range(len(prompts))]
+        quality[name] = verifier_quality(select(prompts, problems, samples, scores, fmt.sigma))
+    return quality
+
+
+def gate_failures(quality: dict[str, dict[str, float]], t: TeachSchema) -> list[str]:
+    """What keeps a taught verifier out of a run: a within-question AUC or a Best-of-N lift below the bar."""
+    failures = []
+    for name, q in quality.items():
+        lift = q["pick_precision"] - q["sample_acc"]
+        if not q["verifier_auc"] >= t.gate_auc:  # nan (no question with right and wrong answers) fails too
+            failures.append(f"{name} within-question AUC {q['verifier_auc']:.3f} < {t.gate_auc}")
+        if not lift >= t.gate_lift:
+            failures.append(f"{name} pick precision {q['pick_precision']:.3f} is {lift:+.3f} over sample accuracy "
+                            f"{q['sample_acc']:.3f} (needs {t.gate_lift:+.2f})")
+    return failures
+
+
+def teach(model_cfg: ModelSchema, dataset: DatasetSchema, held_out: set[str]) -> tuple[PreTrainedModel, dict, list]:
+    """Build the tiny LM, teach it to solve (phase 1), to judge its own answers (phase 2), and gate
+    the verifier on held-out teaching questions (more phase-2 steps while it falls short).
+
+    Returns the model, the teaching stats (``gate`` holds every measurement, ``passed`` the verdict)
+    and phase 2's verdict rows (replayed in the rounds: ``trainer.verifier_replay``).
+    """
     t = model_cfg.teach
     rng = random.Random(t.seed)
     tokenizer = models.char_tokenizer()
     model = models.tiny_llama(model_cfg.tiny, len(tokenizer), seed=t.seed)
-    pool = [p for p in teaching_task(dataset).problems(t.solve_problems + t.verify_problems, dataset, t.seed)
-            if p.question not in held_out]
+    n_teach = t.solve_problems + t.verify_problems
+    pool = [p for p in teaching_task(dataset).problems(n_teach, dataset, t.seed) if p.question not in held_out]
     solve_set, verify_set = pool[: t.solve_problems], pool[t.solve_problems :]
+    gate_set = gate_problems(t.gate_problems, dataset, t.seed, held_out)
 
-    def phase(rows: list[dict[str, str]], steps: int) -> dict:
-        schedule = TrainerSchema(lr=t.lr, max_steps=steps, batch_size=t.batch_size, lr_scheduler="cosine",
+    def phase(rows: list[dict[str, str]], steps: int, lr: float) -> dict:
+        schedule = TrainerSchema(lr=lr, max_steps=steps, batch_size=t.batch_size, lr_scheduler="cosine",
                                  warmup_steps=max(1, steps // 20), weight_decay=0.01, logging_steps=50)
         nonlocal model
         model, stats = sft(model, tokenizer, rows, schedule, seed=t.seed, lora=None)
         return stats
 
     log.info("teaching the organism to solve: %d problems, %d steps (once; cached)", len(solve_set), t.solve_steps)
-    stats = {"solve": phase(solve_rows(solve_set, dataset, t.slip_rate, rng), t.solve_steps)}
+    stats = {"solve": phase(solve_rows(solve_set, dataset, t.slip_rate, rng), t.solve_steps, t.lr)}
     prompts = [dataset.prompt_template.format(question=p.question) for p in verify_set]
     samples = sample(model, tokenizer, prompts, GenerationSchema(), n=t.verify_samples, desc="teach: sample")
     responses = [[s.text for s in row] for row in samples]
-    rows = verify_rows(verify_set, responses, dataset, rng, t.garble_rate)
-    n_replay = int(len(rows) * t.replay_fraction / (1 - t.replay_fraction))
-    replay = solve_rows(rng.choices(solve_set, k=n_replay), dataset, t.slip_rate, rng)
-    log.info("teaching the organism to verify: %d verdicts on its own answers, %d steps", len(rows), t.verify_steps)
-    stats["verify"] = phase(rows + replay, t.verify_steps)
+    verdicts = verify_rows(verify_set, responses, dataset, rng, t.garble_rate)
+    n_replay = int(len(verdicts) * t.replay_fraction / (1 - t.replay_fraction))
+    rows = verdicts + solve_rows(rng.choices(solve_set, k=n_replay), dataset, t.slip_rate, rng)
     stats["solver_accuracy_on_teaching_samples"] = sum(
         data.is_correct(r, p) for p, rs in zip(verify_set, responses) for r in rs) / (len(responses) * t.verify_samples)
-    return model, stats
+    log.info("teaching the organism to verify: %d verdicts on its own answers, %d steps", len(verdicts),
+             t.verify_steps)
+    stats["verify"], stats["gate"], failures = [phase(rows, t.verify_steps, t.lr)], [], []
+    for extension in range(t.gate_extensions + 1 if t.gate else 0):
+        if extension:
+            log.info("verifier below the gate (%s): %d more steps", "; ".join(failures), t.gate_steps)
+            stats["verify"].append(phase(rows, t.gate_steps, t.lr * t.gate_lr_scale))
+        quality = judge(model, tokenizer, gate_set, dataset, t.gate_samples)
+        failures = gate_failures(quality, t)
+        stats["gate"].append(quality)
+        if not failures:
+            break
+    stats["passed"], stats["failures"] = not failures, failures
+    return model, stats, verdicts
+
+
+def gate_message(stats: dict, path: Path) -> str:
+    """The one line that refuses an organism whose verifier did not pass the gate."""
+    return (f"the organism's verifier failed its teaching gate after {len(stats['gate']) - 1} extension(s): "
+            f"{'; '.join(stats['failures'])}. A verifier at chance would train its own mistakes in. Try another "
+            f"model.teach.seed or more model.teach.verify_steps (the failed organism is kept at {path})")
+
+
+def organism_path(model_cfg: ModelSchema, dataset: DatasetSchema, held_out: set[str]) -> Path:
+    return cache_root() / "organism" / organism_key(model_cfg, dataset, held_out)
+
+
+def teaching_stats(path: Path) -> dict:
+    """What teaching measured (``teaching.json`` of a cached organism): the gate's figures among them."""
+    return json.loads((path / "teaching.json").read_text())
+
+
+def verdict_rows(path: Path) -> list[dict[str, str]]:
+    """Phase 2's verdict rows of a cached organism, for ``trainer.verifier_replay``."""
+    return [json.loads(line) for line in (path / "verdicts.jsonl").read_text().splitlines() if line]
 
 
 def load_organism(
     model_cfg: ModelSchema, dataset: DatasetSchema, held_out: set[str]
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The taught organism from the cache, teaching it first if this config has never been seen."""
-    path = cache_root() / "organism" / organism_key(model_cfg, dataset, held_out)
+    """The taught organism from the cache, teaching it first if this config has never been seen.
+
+    An organism whose verifier failed the gate is cached too (teaching is minutes of work) but
+    never enters a run: loading it raises the gate's message again, at once.
+    """
+    path = organism_path(model_cfg, dataset, held_out)
     if not (path / "config.json").exists():
-        model, stats = teach(model_cfg, dataset, held_out)
+        model, stats, verdicts = teach(model_cfg, dataset, held_out)
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
         models.save(model, models.char_tokenizer(), tmp)
         (tmp / "teaching.json").write_text(json.dumps(stats, indent=2))
+        (tmp / "verdicts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in verdicts))
         shutil.rmtree(path, ignore_errors=True)
         os.replace(tmp, path)  # atomic: a killed teaching never leaves a half-written cache entry
         log.info("organism cached at %s", path)
+    stats = teaching_stats(path)
+    if not stats.get("passed", False):
+        raise InputError(gate_message(stats, path))
+    for name, q in (stats["gate"] or [{}])[-1].items():
+        log.info("organism's %s verifier on held-out teaching questions: within-question AUC %.3f, pick precision "
+                 "%.3f vs sample accuracy %.3f", name, q["verifier_auc"], q["pick_precision"], q["sample_acc"])
     return models.load_pretrained(path, model_cfg)

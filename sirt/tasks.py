@@ -6,7 +6,9 @@ the hub copy ``dataset.hub.id`` read with ``datasets.load_dataset``, else (Pront
 generator of :mod:`sirt.prontoqa`. One converter per dataset turns a row of that format into a
 Problem whose ``kind`` names its answer checker, so the same code serves every source.
 Each split is a seeded draw of ``n_train`` / ``n_test`` rows: the hub's MATH concatenates
-subjects in order, so a head slice would not be a sample.
+subjects in order, so a head slice would not be a sample. Local files are checked line by line
+(:func:`sirt.data.read_rows`: UTF-8, JSON, the format's fields) before any model loads, and
+their duplicate questions and train questions that are also in the test file are dropped.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable
-from pathlib import Path
 
 from sirt import prontoqa
+from sirt.answers import final_number
 from sirt.config import DatasetSchema, InputError
-from sirt.data import Problem
+from sirt.data import Problem, drop_repeats, read_rows, row_problem, split_path, text_field
 
 CALCULATOR_RE = re.compile(r"<<[^<>]*>>")
 LEVEL_RE = re.compile(r"(\d+)")
@@ -34,11 +36,11 @@ def gsm8k_problem(row: dict) -> Problem:
     The calculator annotations ``<<48/2=24>>`` are stripped: they are GSM8K's tool-use markup,
     not text a model should learn to write when the reference is used as a training target.
     """
-    answer = CALCULATOR_RE.sub("", str(row["answer"]))
-    if "####" not in answer:
-        raise ValueError("answer has no final '#### <number>'")
+    question, answer = text_field(row, "question"), CALCULATOR_RE.sub("", text_field(row, "answer"))
+    if "####" not in answer or final_number(answer) is None:
+        raise ValueError("field 'answer' has no final '#### <number>'")
     steps = [line for line in answer.split("####", 1)[0].splitlines() if line.strip()]
-    return Problem(str(row["question"]), answer, max(len(steps), 1), kind="gsm8k")
+    return Problem(question, answer, max(len(steps), 1), kind="gsm8k")
 
 
 def math_problem(row: dict) -> Problem:
@@ -46,11 +48,11 @@ def math_problem(row: dict) -> Problem:
 
     A few hub rows have ``"Level ?"``; they get level 0 rather than a made-up difficulty.
     """
-    solution = str(row["solution"])
+    problem, solution = text_field(row, "problem"), text_field(row, "solution")
     if "\\boxed" not in solution and "\\fbox" not in solution:
-        raise ValueError("solution has no \\boxed{} answer")
+        raise ValueError("field 'solution' has no \\boxed{} answer")
     level = LEVEL_RE.search(str(row.get("level", "")))
-    return Problem(str(row["problem"]), solution, int(level[1]) if level else 0, kind="math")
+    return Problem(problem, solution, int(level[1]) if level else 0, kind="math")
 
 
 def prontoqa_problem(row: dict) -> Problem:
@@ -58,11 +60,16 @@ def prontoqa_problem(row: dict) -> Problem:
 
     Hub rows carry no proof (``chain``); their reference is the verdict alone.
     """
+    if not isinstance(row.get("options"), list) or not all(isinstance(o, str) for o in row["options"]):
+        raise ValueError("field 'options' must be a list of strings like \"A) True\"")
     options = {option.split(")", 1)[0].strip(): option.split(")", 1)[1].strip() for option in row["options"]}
-    label = options[str(row["answer"]).strip()]
+    letter = text_field(row, "answer").strip()
+    if letter not in options:
+        raise ValueError(f"field 'answer' {letter!r} names none of the options")
+    label = options[letter]
     if label not in ("True", "False"):
         raise ValueError(f"answer option {label!r} is not True or False")
-    question = f"{row['context']}\n{row['question']}"
+    question = f"{text_field(row, 'context')}\n{text_field(row, 'question')}"
     reference = " ".join(filter(None, [row.get("chain"), f"#### {label}"]))
     return Problem(question, reference, int(row.get("hops") or 1), kind="truefalse")
 
@@ -74,28 +81,27 @@ LOADERS: dict[str, Callable[[dict], Problem]] = {
 }
 
 
-def to_problems(rows: list[dict], convert: Callable[[dict], Problem], source: str) -> list[Problem]:
-    """Convert rows; one clear error names the source and the first malformed row."""
+def to_problems(rows: list[dict], convert: Callable[[dict], Problem], source: str,
+                lines: list[int] | None = None) -> list[Problem]:
+    """Convert rows; one clear error names the source and the first malformed row (its line in a file)."""
     problems = []
     for i, row in enumerate(rows):
         try:
             problems.append(convert(row))
-        except (KeyError, TypeError, ValueError, IndexError) as err:
-            raise InputError(f"{source}: row {i}: malformed for this dataset ({err!r})") from None
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
+            where = f"{source}: line {lines[i]}" if lines else f"{source}: row {i}"
+            raise InputError(f"{where}: {row_problem(err)}") from None
     return problems
 
 
-def local_rows(pattern: str, split: str) -> tuple[list[dict], str]:
-    """All rows of the local JSONL for ``split``, read the way a hub export is read."""
-    from datasets import load_dataset
-
-    path = pattern.format(split=split)
-    if not Path(path).exists():
-        raise InputError(f"dataset.path: {path} does not exist")
-    return list(load_dataset("json", data_files=path, split="train")), path
+def local_rows(pattern: str, split: str) -> tuple[list[dict], str, list[int]]:
+    """All rows of the local JSONL for ``split``, checked line by line, and their line numbers."""
+    path = split_path(pattern, split)
+    rows, lines = read_rows(path)
+    return rows, path, lines
 
 
-def hub_rows(cfg: DatasetSchema, split: str) -> tuple[list[dict], str]:
+def hub_rows(cfg: DatasetSchema, split: str) -> tuple[list[dict], str, None]:
     """All rows of one split of the hub copy, every config (e.g. MATH's subjects) concatenated."""
     from datasets import load_dataset
 
@@ -110,20 +116,21 @@ def hub_rows(cfg: DatasetSchema, split: str) -> tuple[list[dict], str]:
                 f"dataset.hub.id={hub.id!r}: not available here ({type(err).__name__}); download it where there is "
                 f"network or write JSONL in its format and set dataset.path=DIR/{cfg.name}_{{split}}.jsonl"
             ) from None
-    return rows, f"{hub.id}[{name}]"
+    return rows, f"{hub.id}[{name}]", None
 
 
-def generated_rows(cfg: DatasetSchema, split: str, n: int) -> tuple[list[dict], str]:
+def generated_rows(cfg: DatasetSchema, split: str, n: int) -> tuple[list[dict], str, None]:
     """ProntoQA rows from the generator; the test split avoids every train question."""
     if split == "train":
-        return prontoqa.generate(n, cfg.levels, cfg.seed), "generated"
+        return prontoqa.generate(n, cfg.levels, cfg.seed), "generated", None
     seen = {(r["context"], r["question"]) for r in prontoqa.generate(cfg.n_train, cfg.levels, cfg.seed)}
     fresh = [r for r in prontoqa.generate(2 * n, cfg.levels, cfg.seed + 1) if (r["context"], r["question"]) not in seen]
-    return fresh[:n], "generated"
+    return fresh[:n], "generated", None
 
 
-def split_rows(cfg: DatasetSchema, split: str, n: int) -> tuple[list[dict], str]:
-    """The rows of one split from the first source the config names, and a label for errors."""
+def split_rows(cfg: DatasetSchema, split: str, n: int) -> tuple[list[dict], str, list[int] | None]:
+    """The rows of one split from the first source the config names, a label for errors, and the
+    rows' line numbers when they come from a file."""
     if cfg.path is not None:
         return local_rows(cfg.path, split)
     if cfg.hub.id is not None:
@@ -141,10 +148,16 @@ def seeded_draw(problems: list[Problem], n: int, seed: int) -> list[Problem]:
 
 
 def load_splits(cfg: DatasetSchema) -> tuple[list[Problem], list[Problem]]:
-    """(train, test) problems of a real dataset, ``n_train`` and ``n_test`` of them at most."""
+    """(train, test) problems of a real dataset, ``n_train`` and ``n_test`` of them at most.
+
+    From local files (``dataset.path``), duplicate questions and train questions that are also in
+    the test file are dropped first, with a warning that counts them.
+    """
     convert = LOADERS[cfg.name]
     splits = {}
-    for offset, (split, n) in enumerate((("train", cfg.n_train), ("test", cfg.n_test))):
-        rows, source = split_rows(cfg, split, n)
-        splits[split] = seeded_draw(to_problems(rows, convert, source), n, cfg.seed + offset)
-    return splits["train"], splits["test"]
+    for split, n in (("train", cfg.n_train), ("test", cfg.n_test)):
+        rows, source, lines = split_rows(cfg, split, n)
+        splits[split] = to_problems(rows, convert, source, lines)
+    if cfg.path is not None:
+        splits["train"], splits["test"] = drop_repeats(splits["train"], splits["test"], cfg.path)
+    return seeded_draw(splits["train"], cfg.n_train, cfg.seed), seeded_draw(splits["test"], cfg.n_test, cfg.seed + 1)

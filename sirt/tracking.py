@@ -4,10 +4,15 @@ Every file is replaced atomically (write a temporary file, then ``os.replace``),
 ``state.json`` is written last in a round: it is the commit point. A run killed at any
 moment therefore resumes from the last round whose state was committed, and rows or files
 of a half-finished round are overwritten when that round is redone.
+
+One process at a time works in a run directory: :func:`lock_run_dir` holds ``<run>/.lock``
+for the life of the run. A file that cannot be read (a damaged ``state.json`` or
+``metrics.jsonl``) is an :class:`~sirt.config.InputError` naming it, not a traceback.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -21,7 +26,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from sirt.config import Config, LoggerSchema
+from sirt.config import Config, InputError, LoggerSchema
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +43,18 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The rows of a JSONL file sirt wrote ([] if it does not exist); a damaged line is an InputError."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise InputError(f"{path}: line {n} is damaged ({err.msg}); restore the file or start the run "
+                                 "again in a new hydra.run.dir") from None
+    return rows
 
 
 def to_jsonl(rows: list[dict[str, Any]]) -> str:
@@ -62,8 +76,17 @@ class RunDir:
         return self.round_dir(t) / "model"
 
     def state(self) -> dict[str, Any]:
-        """What resume needs; empty for a new run."""
-        return json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
+        """What resume needs; empty for a new run. A damaged state.json is an InputError."""
+        if not self.state_path.exists():
+            return {}
+        try:
+            state = json.loads(self.state_path.read_text(errors="replace"))
+            if not isinstance(state, dict) or not isinstance(state.get("round"), int):
+                raise ValueError("no committed round")
+        except ValueError as err:
+            raise InputError(f"{self.state_path} is damaged ({err}): the run cannot be resumed; restore it or "
+                             "start again in a new hydra.run.dir") from None
+        return state
 
     def metrics(self) -> list[dict[str, Any]]:
         """Rows of committed rounds only (a row written after the last commit is dropped)."""
@@ -84,6 +107,50 @@ class RunDir:
         for path in (self.root / "rounds").glob("*/model"):
             if path.parent.name != str(keep):
                 shutil.rmtree(path, ignore_errors=True)
+
+
+def lock_run_dir(root: Path) -> int:
+    """Hold ``<root>/.lock`` (``fcntl.flock``) so that no second process works in the run directory.
+
+    Returns the lock's file descriptor: closing it, or the end of the process however it ends,
+    releases the lock (the kernel drops it), so a lock file left by a dead process never blocks.
+    The file holds the holder's pid, which the refusal names.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / ".lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise InputError(f"{root} is in use by another run (pid {holder}, lock {path}); wait for it to end or "
+                         "choose another hydra.run.dir") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
+
+
+def keep_hydra_files(root: Path, subdir: str, texts: dict[str, str]) -> None:
+    """Write the accepted run's Hydra files, into ``<root>/<subdir>`` and sirt's copy ``<root>/.sirt/hydra``.
+
+    Hydra rewrites ``<subdir>`` (``.hydra``) before sirt can check anything; the copy is what
+    :func:`restore_hydra_files` puts back when a later command on the same directory is refused.
+    """
+    for name, text in texts.items():
+        write_atomic(root / ".sirt" / "hydra" / name, text)
+        write_atomic(root / subdir / name, text)
+
+
+def restore_hydra_files(root: Path, subdir: str) -> None:
+    """Undo Hydra's rewrite of ``<root>/<subdir>`` by a refused command: the accepted run's files come back."""
+    kept = root / ".sirt" / "hydra"
+    for name in HYDRA_FILES:
+        if (kept / name).is_file():
+            write_atomic(root / subdir / name, (kept / name).read_text())
 
 
 class Tracker:

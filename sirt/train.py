@@ -11,6 +11,8 @@ Round t measures model_t and prepares the data that trains model_{t+1}:
 
 Round 0 measures the untouched model. A killed run restarted in the same directory goes on
 from the last committed round. At the end the fitting callback fits paper 1's dynamics.
+One process at a time works in a run directory (``<run>/.lock``); a command the directory
+cannot take (busy, another config, damaged) exits 2 in one line and leaves its files as they were.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import random
 import sys
 import time
@@ -28,18 +31,21 @@ from pathlib import Path
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from sirt import data, evaluation, models, training
 from sirt.config import Config, ConfigError, InputError, validate
 from sirt.curriculum import plot_levels, round_problems
 from sirt.external import allocate, eta_schedule, training_rows
 from sirt.generation import sampler
+from sirt.judging import verifier_quality
 from sirt.prompts import solver_prompt, verifier_schema
 from sirt.selection import select
 from sirt.teacher import make_teacher
-from sirt.tracking import RunDir, Tracker, quiet_third_party
+from sirt.tracking import RunDir, Tracker, keep_hydra_files, lock_run_dir, quiet_third_party, restore_hydra_files
 from sirt.uncertainty import solver_verifier_gap
 from sirt.verification import Verifier
 
@@ -103,35 +109,72 @@ def one_round(t, model, tokenizer, verifier, problems, test, config: Config, clo
         "pass_at_k": evaluation.mean_pass_at_k([r["correct"] for r in records], gen.pass_k),
         **gap,
         "acceptance": len(picks) / len(records),
-        "pick_precision": sum(r["correct"][r["pick"]] for r in picks) / max(len(picks), 1),
-        "sample_acc": sum(map(sum, (r["correct"] for r in records))) / (len(records) * N),
+        **verifier_quality(records),
         "n_selected": len(picks),
         "tokens_generated": sum(s.n_tokens for row in samples for s in row),
     }
     return row, records
 
 
-def train_model(model, tokenizer, run: RunDir, config: Config, t: int, ext_items: int, load_base, teacher):
-    """model_t: SFT on round t-1's picks (+ external items), or from the base on all picks so far."""
+def train_model(model, tokenizer, run: RunDir, config: Config, t: int, ext_items: int, load_base, teacher,
+                replay: list[dict[str, str]] = ()):
+    """model_t: SFT on round t-1's picks (+ external items), or from the base on all picks so far.
+
+    ``replay``: verdict rows mixed in as a share ``trainer.verifier_replay`` of the round's rows
+    (the organism only; a deviation from paper 1, which trains on the picks alone).
+    """
     rng = random.Random(config.seed * 104729 + t)
     rows, used = training_rows(run.selections(t - 1), ext_items, config.external.source, rng, teacher)
     if config.trainer.restart_from_base:  # STaR style: every round restarts on everything so far
         rows = [r for s in range(t - 1) for r in training_rows(run.selections(s), 0, "gold", rng)[0]] + rows
         model = load_base()
+    share = config.trainer.verifier_replay
+    if share > 0 and rows and replay:
+        rows = rows + rng.sample(list(replay), min(len(replay), round(len(rows) * share / (1 - share))))
     lora = config.model.lora if config.trainer.lora else None
     model, stats = training.sft(model, tokenizer, rows, config.trainer, seed=config.seed + t, lora=lora,
                                 dtype=config.model.dtype)
     return model, {**stats, "ext_used": used, "n_train_rows": len(rows)}
 
 
+def resume_state(run: RunDir, config: Config) -> dict:
+    """The committed state a run goes on from ({} for a new run), once the directory is checked.
+
+    Raises InputError (one message, before any model loads) for a directory this config cannot
+    continue: another config's run, a damaged state.json or metrics.jsonl, or a missing file the
+    next round needs (the newest checkpoint and its picks). A finished run needs neither.
+    """
+    state = run.state()
+    if not state:
+        return {}
+    if state.get("config_hash") != config_hash(config):
+        raise ConfigError(f"{run.root} holds a run with a different config; resume it unchanged or use a new "
+                          "hydra.run.dir")
+    last = state["round"]
+    rounds = [row.get("round") for row in run.metrics()]
+    if rounds != list(range(last + 1)):
+        raise InputError(f"{run.metrics_path} holds rounds {rounds}, but state.json commits rounds 0..{last}; "
+                         "restore the file or start again in a new hydra.run.dir")
+    if last < config.rounds:  # round last+1 starts from round last's checkpoint and trains on its picks
+        picks = range(last + 1) if config.trainer.restart_from_base else [last]
+        for path in [run.model_dir(last), *(run.round_dir(t) / "selections.jsonl" for t in picks)]:
+            if not path.exists():
+                raise InputError(f"{path} is missing: round {last + 1} resumes from it; restore it or start again "
+                                 "in a new hydra.run.dir")
+    return state
+
+
 def run(config: Config, run_dir: Path, job_name: str) -> list[dict]:
     """The whole loop; returns the rows of metrics.jsonl."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
     run = RunDir(run_dir)
-    state = run.state()
-    if state and state.get("config_hash") != config_hash(config):
-        raise ConfigError(f"{run_dir} holds a run with a different config; resume it unchanged or use a new "
-                          "hydra.run.dir")
+    state = resume_state(run, config)
     start = state.get("round", -1) + 1
+    if start > config.rounds:  # every round is committed: refit only, needing no model, data or teacher
+        log.info("run directory: %s (finished: round %d is committed, nothing to train)", run_dir, config.rounds)
+        return wrap_up(run, config, Tracker(config.logger, config, run_dir, state.get("wandb_id"), job_name),
+                       job_name)
     eta = eta_schedule(config.schedule, config.rounds)
     ext = allocate(eta, config.external.budget)
     train, test = data.load_splits(config.dataset)
@@ -145,18 +188,21 @@ def run(config: Config, run_dir: Path, job_name: str) -> list[dict]:
     def load_base():
         return models.load(config.model, config.dataset, held_out)
     model, tokenizer = load_base() if start == 0 else models.load_pretrained(run.model_dir(start - 1), config.model)
+    replay = organism_verdicts(config, held_out)
     verifier = Verifier(tokenizer, verifier_schema(tokenizer, config))
     teacher = None
     if config.external.source == "teacher" and any(ext[max(start, 1) - 1 :]):
         teacher = make_teacher(config.external.teacher, config.dataset, config.generation, held_out).respond
     tracker = Tracker(config.logger, config, run_dir, state.get("wandb_id"), job_name)
+    tracker.summarize(organism_gate(config, held_out))
     try:
         for t in range(start, config.rounds + 1):
             seed_round(config.seed, t)
             clock, stats = Stopwatch(), {"ext_used": 0}
             if t > 0:
                 with clock("train"):
-                    model, stats = train_model(model, tokenizer, run, config, t, ext[t - 1], load_base, teacher)
+                    model, stats = train_model(model, tokenizer, run, config, t, ext[t - 1], load_base, teacher,
+                                               replay)
             problems = round_problems(train, config, t, run.metrics())  # a curriculum may read past acceptance
             row, records = one_round(t, model, tokenizer, verifier, problems, test, config, clock)
             row.update(eta=eta[t - 1] if t > 0 else 0.0, **stats, seconds=dict(clock.seconds))
@@ -168,14 +214,42 @@ def run(config: Config, run_dir: Path, job_name: str) -> list[dict]:
             tracker.log_round(row, records)
             log.info("round %d | acc %.3f | U_s %.2f U_v %.2f G %.2f | acceptance %.2f | %.0fs", t, row["acc"],
                      row["U_s"], row["U_v"], row["G"], row["acceptance"], sum(row["seconds"].values()))
-        plot_levels(run.metrics(), run_dir / "plots" / "levels.png", job_name)
-        fit_callback(run_dir, config, tracker)
+    except BaseException:
+        tracker.finish(exit_code=1)
+        raise
+    return wrap_up(run, config, tracker, job_name)
+
+
+def wrap_up(run: RunDir, config: Config, tracker: Tracker, job_name: str) -> list[dict]:
+    """The end of a run, or all a rerun of a finished run does: the levels plot, the fit, the tracker."""
+    try:
+        plot_levels(run.metrics(), run.root / "plots" / "levels.png", job_name)
+        fit_callback(run.root, config, tracker)
     except BaseException:
         tracker.finish(exit_code=1)
         raise
     tracker.finish()
-    log.info("done: %s", run_dir)
+    log.info("done: %s", run.root)
     return run.metrics()
+
+
+def organism_gate(config: Config, held_out: set[str]) -> dict[str, float]:
+    """The organism's teaching-gate figures (verifier on held-out teaching questions) for the W&B summary."""
+    if config.model.name_or_path:
+        return {}
+    from sirt.organism import organism_path, teaching_stats
+
+    gate = teaching_stats(organism_path(config.model, config.dataset, held_out))["gate"] or [{}]
+    return {f"organism/{fmt}/{k}": v for fmt, q in gate[-1].items() for k, v in q.items()}
+
+
+def organism_verdicts(config: Config, held_out: set[str]) -> list[dict[str, str]]:
+    """The organism's teaching verdicts when rounds replay them (``trainer.verifier_replay``), else none."""
+    if config.model.name_or_path or config.trainer.verifier_replay == 0:
+        return []
+    from sirt.organism import organism_path, verdict_rows
+
+    return verdict_rows(organism_path(config.model, config.dataset, held_out))
 
 
 def fit_callback(run_dir: Path, config: Config, tracker: Tracker) -> None:
@@ -199,25 +273,88 @@ def fit_callback(run_dir: Path, config: Config, tracker: Tracker) -> None:
     log.info("fit: %s", report.get("status"))
 
 
+def hydra_files(cfg: DictConfig) -> dict[str, str]:
+    """The texts of the files Hydra wrote into ``<run>/.hydra`` for this job, made again from memory."""
+    hydra_cfg = HydraConfig.instance().cfg
+    return {"config.yaml": OmegaConf.to_yaml(cfg), "hydra.yaml": OmegaConf.to_yaml(hydra_cfg),
+            "overrides.yaml": OmegaConf.to_yaml(hydra_cfg.hydra.overrides.task)}
+
+
+_cli = {"job_started": False, "full_error": False}  # see cli()
+
+
 @hydra.main(version_base=None, config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     """One job. Bad input ends a single run with one message and exit code 2; in a multirun the
-    job fails (and is reported at the end) while the other jobs go on."""
+    job fails (and is reported at the end) while the other jobs go on.
+
+    The run directory is locked first, so a second process on it stops here. Hydra has already
+    rewritten ``<run>/.hydra`` by then: a refused command puts back the files of the run the
+    directory holds (kept in ``<run>/.sirt/hydra`` once a run is accepted).
+    """
+    _cli["job_started"] = True
+    if _cli["full_error"]:  # set by cli() for the composition only: a job's own errors are Hydra's to report
+        _cli["full_error"] = False
+        os.environ.pop("HYDRA_FULL_ERROR", None)
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    lock = None
     try:
+        lock = lock_run_dir(run_dir)
         config = validate(cfg)
+        resume_state(RunDir(run_dir), config)  # refuses before the run's Hydra files are replaced
+        if hydra_cfg.output_subdir is not None:
+            keep_hydra_files(run_dir, hydra_cfg.output_subdir, hydra_files(cfg))
         if multirun and config.logger.group is None:  # the W&B runs of one sweep share a group
             config.logger.group = Path(hydra_cfg.sweep.dir).name
         quiet_third_party()
-        job_name = hydra_cfg.job.override_dirname or Path(hydra_cfg.runtime.output_dir).name
-        run(config, Path(hydra_cfg.runtime.output_dir), job_name)
+        job_name = hydra_cfg.job.override_dirname or run_dir.name
+        run(config, run_dir, job_name)
     except InputError as err:
+        if hydra_cfg.output_subdir is not None:
+            restore_hydra_files(run_dir, hydra_cfg.output_subdir)
         if multirun:
             raise
         print(f"sirt.train: {err}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        if lock is not None:
+            os.close(lock)
+
+
+def cli() -> None:
+    """``python -m sirt.train``: a command line Hydra cannot compose (an unknown key, a missing group
+    option) is refused like any bad input, in one line with exit code 2.
+
+    Hydra prints such errors itself and exits 1; with ``HYDRA_FULL_ERROR=1`` it raises them instead,
+    so cli() sets it until main() starts (then unsets it: a job's own errors are reported by Hydra
+    as before). A user's own HYDRA_FULL_ERROR, and a sweep (``-m``), are left to Hydra.
+    """
+    if "HYDRA_FULL_ERROR" not in os.environ and not {"-m", "--multirun"} & set(sys.argv[1:]):
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+        _cli["full_error"] = True
+    try:
+        main()
+    except (HydraException, OmegaConfBaseException) as err:
+        if _cli["job_started"] or not _cli["full_error"]:
+            raise
+        print(f"sirt.train: {one_line(err)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def one_line(err: BaseException) -> str:
+    """Hydra's multi-line composition error as one line (its cause appended, the search path left out)."""
+    text = str(err).split("\nConfig search path", 1)[0]
+    if err.__cause__ is not None and str(err.__cause__) not in text:
+        text += f": {err.__cause__}"
+    override = getattr(err, "override", None)  # a parse error: name the override
+    if override and override not in text:
+        text = f"{override!r}: {text}"
+    if override and "{" in override:
+        text += " (quote a value with braces: \"key='a_{x}'\")"
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 if __name__ == "__main__":
-    main()
+    cli()

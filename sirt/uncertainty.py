@@ -24,10 +24,22 @@ def mean_uncertainty(samples: Sequence[Sample]) -> tuple[float, float]:
     return total, per_token
 
 
+def standard_error(per_prompt: Sequence[float]) -> float:
+    """Standard error of a mean over prompts: the sampling noise of U in one round (the fit's weights)."""
+    n = len(per_prompt)
+    if n < 2:
+        return float("nan")
+    mean = sum(per_prompt) / n
+    return (sum((x - mean) ** 2 for x in per_prompt) / (n - 1) / n) ** 0.5
+
+
 def solver_verifier_gap(solver: Sequence[Sequence[Sample]], verifier: Sequence[Sample]) -> dict[str, float]:
-    """U_s (over every prompt's N samples), U_v (one choice per prompt) and G, in total and per-token form."""
+    """U_s (over every prompt's N samples), U_v (one choice per prompt) and G, in total and per-token form,
+    with the standard errors of U_s and U_v over prompts."""
     U_s, U_s_tok = mean_uncertainty([s for row in solver for s in row])
     U_v, U_v_tok = mean_uncertainty(verifier)
     U_s_first, _ = mean_uncertainty([row[0] for row in solver if row])
     return {"U_s": U_s, "U_v": U_v, "G": U_s - U_v, "U_s_tok": U_s_tok, "U_v_tok": U_v_tok,
-            "G_tok": U_s_tok - U_v_tok, "U_s_first": U_s_first}
+            "G_tok": U_s_tok - U_v_tok, "U_s_first": U_s_first,
+            "U_s_se": standard_error([mean_uncertainty(row)[0] for row in solver if row]),
+            "U_v_se": standard_error([s.nll for s in verifier])}

@@ -36,12 +36,26 @@ def test_default_config_is_valid():
         ("verifier.method=maybe", "verifier.method"),
         ("schedule=custom", "schedule.eta"),  # 10 shares but rounds=3 below
         ("generation.n_samples=many", "n_samples"),
+        ("trainer.verifier_replay=1.0", "trainer.verifier_replay"),
+        ("threads=-1", "threads"),
+        ("model.teach.gate_samples=1", "model.teach.gate_problems"),
     ],
 )
 def test_bad_values_name_the_field(override, field):
     overrides = [override] + (["rounds=3"] if override == "schedule=custom" else [])
     with pytest.raises(ConfigError, match=re.escape(field)):
         validate(composed(*overrides))
+
+
+def test_the_organism_replays_its_verdicts_and_real_models_do_not():
+    assert validate(composed()).trainer.verifier_replay == 0.25  # model=tiny chooses trainer=organism
+    for model in ("hf model.name_or_path=/tmp", "smollm2_135m", "llama3_8b"):
+        name, *rest = model.split()
+        cfg = composed(f"model={name}", *rest)
+        assert cfg.trainer.verifier_replay == 0
+        assert cfg.trainer.lr == (3e-4 if name == "smollm2_135m" else 1e-5)  # the model's own trainer group
+    with pytest.raises(ConfigError, match=r"trainer\.verifier_replay"):
+        validate(composed("model=hf", "model.name_or_path=/tmp", "trainer.verifier_replay=0.25"))
 
 
 @pytest.mark.parametrize("eta", ["[0.5,0.6,0,0,0,0,0,0,0,0]", "[1.5,-0.5,0,0,0,0,0,0,0,0]", "[1,0]"])

@@ -218,3 +218,25 @@ def test_cli_without_metrics_exits_2(tmp_path: Path) -> None:
     done = run_fit_cli(str(tmp_path / "nowhere"))
     assert done.returncode == 2
     assert "metrics.jsonl does not exist" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_standard_errors_weight_the_fits(tmp_path: Path) -> None:
+    """A round measured with a large standard error (an outlier) moves the weighted fit far less."""
+    t, U_s, U_v = observe(KNOWN, T=10)
+    U_s_bad, U_v_bad = U_s.copy(), U_v.copy()
+    U_s_bad[3] += 0.3
+    U_v_bad[3] += 0.3
+    se_s, se_v = np.full(t.size, 0.005), np.full(t.size, 0.005)
+    se_s[3] = se_v[3] = 0.3
+    unweighted = fit_joint(t, U_s_bad, U_v_bad)
+    weighted = fit_joint(t, U_s_bad, U_v_bad, se=(se_s, se_v))
+    assert weighted.values["weighted"] and not unweighted.values["weighted"]
+    truth = KNOWN.r
+    assert abs(weighted.values["rate"] - truth) < abs(unweighted.values["rate"] - truth) / 5
+    curve = fit_exponential(t, U_s_bad, "U_s", se=se_s)
+    assert curve.values["weighted"] and curve.values["rate"] == pytest.approx(truth, rel=0.02)
+    rows = rows_of(t, U_s_bad, U_v_bad, U_s_se=list(se_s), U_v_se=list(se_v))
+    fit_run(write_run(tmp_path / "run", rows), make_plots=False)
+    fit = read_fit(tmp_path / "run")
+    assert fit["joint"]["weighted"] and fit["curves"]["U_s"]["weighted"]
+    assert fit["joint"]["rate"] == pytest.approx(weighted.values["rate"])

@@ -16,7 +16,8 @@ from tests.conftest import MICRO, ROOT, sirt_command
 pytestmark = pytest.mark.slow
 
 METRIC_KEYS = {"round", "acc", "pass_at_k", "U_s", "U_v", "G", "U_s_tok", "U_v_tok", "acceptance", "n_selected",
-               "ext_used", "eta", "tokens_generated", "seconds"}
+               "ext_used", "eta", "tokens_generated", "seconds", "verifier_auc", "pick_precision", "sample_acc",
+               "U_s_se", "U_v_se"}
 
 
 def train(run_dir: Path, *overrides: str, wait: bool = True) -> subprocess.Popen | subprocess.CompletedProcess:
@@ -42,6 +43,8 @@ def test_micro_run_writes_the_run_directory(tmp_path, cache_dir):
         assert r["G"] == pytest.approx(r["U_s"] - r["U_v"])
         assert 0.0 <= r["acc"] <= 1.0 and 0.0 <= r["acceptance"] <= 1.0
     assert "train" in metrics[1]["seconds"] and "train" not in metrics[0]["seconds"]
+    picks = metrics[0]["n_selected"]  # the organism's rounds replay its teaching verdicts: a quarter of the rows
+    assert metrics[1]["n_train_rows"] == picks + round(picks * 0.25 / 0.75)
     selections = [json.loads(x) for x in (run_dir / "rounds/0/selections.jsonl").read_text().splitlines()]
     assert len(selections) == 8 and all(len(s["samples"]) == 4 == len(s["scores"]) for s in selections)
     assert json.loads((run_dir / "state.json").read_text())["round"] == 2
@@ -78,6 +81,28 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, cache_dir):
 def test_resume_refuses_a_changed_config(tmp_path, cache_dir):
     run_dir = tmp_path / "run"
     assert train(run_dir, "rounds=1", "logger=none", "fit.enabled=false").returncode == 0
+    hydra_config = (run_dir / ".hydra" / "config.yaml").read_bytes()
     result = train(run_dir, "rounds=1", "logger=none", "fit.enabled=false", "verifier.sigma=0.7")
     assert result.returncode == 2
     assert "different config" in result.stderr
+    assert (run_dir / ".hydra" / "config.yaml").read_bytes() == hydra_config  # Hydra's rewrite is undone
+
+
+def test_a_verifier_below_the_gate_never_enters_a_run(tmp_path, cache_dir):
+    """Teaching ends with the gate: measured, one more course, then a refusal naming the figures; the failed
+    organism is cached, so a rerun refuses at once instead of teaching again."""
+    gate = ["model.teach.gate=true", "model.teach.gate_problems=8", "model.teach.gate_samples=4",
+            "model.teach.gate_auc=1.01", "model.teach.gate_extensions=1", "model.teach.gate_steps=5",
+            "logger=none", "fit.enabled=false"]
+    result = train(tmp_path / "run", *gate)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert "failed its teaching gate after 1 extension(s)" in message and "within-question AUC" in message
+    assert "qe" in message and "tf" in message and not (tmp_path / "run" / "metrics.jsonl").exists()
+    failed = [json.loads(p.read_text()) for p in (cache_dir / "sirt" / "organism").glob("*/teaching.json")]
+    failed = [s for s in failed if not s["passed"]]
+    assert len(failed) == 1 and len(failed[0]["gate"]) == 2 and len(failed[0]["verify"]) == 2
+    start = time.time()
+    again = train(tmp_path / "run2", *gate)
+    assert again.returncode == 2 and again.stderr.strip().splitlines()[-1] == message
+    assert time.time() - start < 60

@@ -112,10 +112,11 @@ def test_malformed_rows_are_named():
         data.rows_to_problems([{"question": "q", "answer": "42"}], "x.jsonl")
 
 
-def test_the_habit_skips_the_last_operation_and_keeps_the_length():
+def test_the_habit_stops_one_line_early():
     right, slipped = data.solve_chain("1+2+3+4"), data.solve_chain("1+2+3+4", slip=lambda: True)
-    assert right == "3+3+4;6+4 #### 10" and slipped == "3+3+4;6+4 #### 6"  # answer = last line's leading number
-    assert data.solve_chain("7+9-8", slip=lambda: True) == "16-8 #### 8"  # two operations: no chance to slip
+    assert right == "3+3+4;6+4;10 #### 10" and slipped == "3+3+4;6+4 #### 6"  # answer = last line's leading number
+    assert data.solve_chain("7+9-8", slip=lambda: True) == "16-8;8 #### 8"  # two operations: no chance to slip
+    assert data.solve_chain("7+9") == "16 #### 16"
 
 
 def test_verifier_is_taught_right_and_wrong_answers_of_the_same_question():
@@ -123,12 +124,23 @@ def test_verifier_is_taught_right_and_wrong_answers_of_the_same_question():
     from sirt.organism import verify_rows
 
     mixed, solved = data.Problem("1+2+3+4", data.solve_chain("1+2+3+4"), 3), data.Problem("2+2", "#### 4", 1)
-    responses = [["3+3+4;6+4 #### 10", "3+3+4;6+4 #### 10", "3+3+4;6+4 #### 6", "3+3+4;6+4 #### 7"],
-                 ["#### 4", "#### 4"]]  # the second question has no wrong answer: it teaches nothing
-    rows = verify_rows([mixed, solved], responses, DatasetSchema(), random.Random(0))
-    tf = [r for r in rows if r["prompt"].endswith("Correct? ")]
-    assert all("1+2+3+4" in r["prompt"] for r in rows)
-    assert sorted(r["completion"] for r in tf) == ["no", "yes"]  # one distinct right answer: one pair
+    unsolved = data.Problem("1+1+1+1", data.solve_chain("1+1+1+1"), 3)
+    habit_free = data.Problem("5+2+1+1", data.solve_chain("5+2+1+1"), 3)
+    responses = [["3+3+4;6+4;10 #### 10", "3+3+4;6+4;10 #### 10", "3+3+4;6+4 #### 6", "3+3+4;6+4;11 #### 11",
+                  "3+3+4;6+4;7 #### 7"],
+                 ["#### 4", "#### 4"],  # no wrong answer, and no habit at one operation: it teaches nothing
+                 ["2+1+1;3+1;9 #### 9"],  # no right answer: the reference is its partner
+                 [data.solve_chain("5+2+1+1")] * 2]  # all right: the habit answer is its wrong partner
+    rows = verify_rows([mixed, solved, unsolved, habit_free], responses, DatasetSchema(), random.Random(0))
+    tf = [(r["prompt"].split("\nA: ")[0], r["prompt"].split("\nA: ")[1].removesuffix("\nCorrect? "), r["completion"])
+          for r in rows if r["prompt"].endswith("Correct? ")]
+    assert not any("2+2" in q for q, _, _ in tf)
+    mixed_tf = [(r, c) for q, r, c in tf if q == "Q: 1+2+3+4"]
+    assert ("3+3+4;6+4 #### 6", "no") in mixed_tf and ("3+3+4;6+4;10 #### 10", "yes") in mixed_tf
+    assert len(mixed_tf) == 4  # the habit and one other distinct wrong answer, each next to a right one
+    assert ("Q: 1+1+1+1", data.solve_chain("1+1+1+1"), "yes") in tf
+    assert ("Q: 5+2+1+1", data.solve_chain("5+2+1+1", slip=lambda: True), "no") in tf
+    assert sum(c == "yes" for _, _, c in tf) == sum(c == "no" for _, _, c in tf)  # balanced within every question
 
 
 def test_garbled_answers_are_taught_as_wrong_next_to_their_right_partner():
@@ -136,13 +148,14 @@ def test_garbled_answers_are_taught_as_wrong_next_to_their_right_partner():
     from sirt.organism import verify_rows
 
     problem = data.Problem("1+2+3+4", data.solve_chain("1+2+3+4"), 3)
-    responses = [["3+3+4;6+4 #### 10", "3+3+4;6+4 #### 6"]]
+    right = "3+3+4;6+4;10 #### 10"
+    responses = [[right, "3+3+4;6+4 #### 6"]]
     rows = verify_rows([problem], responses, DatasetSchema(), random.Random(0), garble_rate=1.0)
     tf = {r["prompt"].split("A: ", 1)[1].removesuffix("\nCorrect? "): r["completion"] for r in rows
           if r["prompt"].endswith("Correct? ")}
-    assert len(tf) == 2 and tf["3+3+4;6+4 #### 10"] == "yes"
-    garbled = next(r for r in tf if r != "3+3+4;6+4 #### 10")
-    assert tf[garbled] == "no" and len(garbled) == len("3+3+4;6+4 #### 10")
-    assert sum(a != b for a, b in zip(garbled, "3+3+4;6+4 #### 10")) == 1  # one character replaced
+    assert len(tf) == 2 and tf[right] == "yes"
+    garbled = next(r for r in tf if r != right)
+    assert tf[garbled] == "no" and len(garbled) == len(right)
+    assert sum(a != b for a, b in zip(garbled, right)) == 1  # one character replaced
     qe = [r["completion"] for r in rows if not r["prompt"].endswith("Correct? ")]
     assert sorted(qe) == ["0", "9"]  # top rating for the right answer, the lowest for its garbled copy

@@ -66,7 +66,7 @@ def test_a_malformed_row_is_named(tmp_path):
     (tmp_path / "bad_train.jsonl").write_text('{"question": "q", "answer": "no final number"}\n')
     (tmp_path / "bad_test.jsonl").write_text('{"question": "q", "answer": "#### 1"}\n')
     cfg = DatasetSchema(name="gsm8k", path=str(tmp_path / "bad_{split}.jsonl"))
-    with pytest.raises(InputError, match="row 0"):
+    with pytest.raises(InputError, match=r"bad_train\.jsonl: line 1: .*####"):
         data.load_splits(cfg)
 
 

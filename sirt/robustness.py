@@ -1,0 +1,99 @@
+"""``python -m sirt.robustness SWEEP_DIR``: does the model organism self-improve on every draw?
+
+The organism is taught by SFT, so what it becomes depends on the teaching seed and on the
+float order of the machine (CPU kernels, thread count). A multirun over ``model.teach.seed``
+and ``threads`` (``+experiments=organism_robustness``) teaches one organism per job; this
+tables, per job, what the default run promises: accuracy gain, G above 0 in every round,
+Best-of-N picks right more often than a random sample at round 0, and a joint fit that
+Proposition 3.1 accepts (beta'/alpha' < 1). Writes ``robustness.md`` and ``robustness.json``
+into the sweep directory and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from sirt.tracking import read_jsonl, write_atomic
+
+MIN_GAIN = 0.05  # accuracy points a run must gain, first to last round
+MIN_LIFT = 0.05  # round-0 pick precision over round-0 sample accuracy
+
+
+def job_row(job_dir: Path) -> dict[str, Any] | None:
+    """The promises of one job, measured; None for a folder without committed rounds."""
+    rows = read_jsonl(job_dir / "metrics.jsonl")
+    if not rows:
+        return None
+    cfg = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
+    fit_path = job_dir / "fit.json"
+    joint = json.loads(fit_path.read_text()).get("joint", {}) if fit_path.exists() else {}
+    first, last = rows[0], rows[-1]
+    row = {
+        "job": job_dir.name,
+        "teach_seed": cfg.model.teach.seed,
+        "threads": cfg.get("threads", 0),
+        "rounds": last["round"],
+        "acc_0": first["acc"],
+        "acc_last": last["acc"],
+        "gain": last["acc"] - first["acc"],
+        "G_min": min(r["G"] for r in rows),
+        "pick_precision_0": first["pick_precision"],
+        "sample_acc_0": first["sample_acc"],
+        "auc_0": first.get("verifier_auc"),
+        "joint_status": joint.get("status", "no fit.json"),
+        "beta_over_alpha": joint.get("beta_over_alpha"),
+    }
+    row["self_improves"] = (row["gain"] >= MIN_GAIN and row["G_min"] > 0
+                            and row["pick_precision_0"] - row["sample_acc_0"] >= MIN_LIFT)
+    row["in_theory"] = row["joint_status"] == "ok"
+    return row
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    def fmt(x: Any) -> str:
+        return f"{x:.3f}" if isinstance(x, float) else str(x)
+
+    cols = ["job", "teach_seed", "threads", "acc_0", "acc_last", "gain", "G_min", "pick_precision_0",
+            "sample_acc_0", "auc_0", "beta_over_alpha", "joint_status", "self_improves"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
+    n_ok = sum(r["self_improves"] for r in rows)
+    n_theory = sum(r["in_theory"] for r in rows)
+    lines += ["", f"{n_ok} of {len(rows)} runs self-improve (gain >= {MIN_GAIN:.2f}, G > 0 in every round, round-0 "
+                  f"pick precision >= sample accuracy + {MIN_LIFT:.2f}); {n_theory} of {len(rows)} joint fits are "
+                  "consistent with Proposition 3.1."]
+    return "\n".join(lines) + "\n"
+
+
+def study(sweep_dir: Path) -> list[dict[str, Any]]:
+    jobs = sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    rows = [r for r in map(job_row, jobs) if r is not None]
+    if not rows:
+        raise FileNotFoundError(f"no job of {sweep_dir} has a committed round")
+    table = markdown(rows)
+    write_atomic(sweep_dir / "robustness.md", table)
+    write_atomic(sweep_dir / "robustness.json", json.dumps(rows, indent=2))
+    print(table)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m sirt.robustness", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path, help="a multirun directory (one job per numbered subfolder)")
+    args = parser.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        sys.exit(f"sirt.robustness: {args.sweep_dir} is not a directory")
+    try:
+        study(args.sweep_dir)
+    except FileNotFoundError as err:
+        sys.exit(f"sirt.robustness: {err}")
+
+
+if __name__ == "__main__":
+    main()
