@@ -6,7 +6,9 @@ are what the verdict reads, because one seed's final accuracy on a small test sp
 several points. Across the arms that used external data: the max-min spread of mean final
 accuracy (the paper: at most 2.17 points) and of final U_s, and Proposition 5.1's verdict — the
 final uncertainty depends only on sum(eta), not on when the data came. Writes ``compare.md``,
-``compare.json`` and ``compare.png`` into the sweep directory and prints the tables.
+``compare.json`` and ``compare.png`` into the sweep directory and prints the tables; the command
+also logs them to a W&B run of its own (job_type ``compare``, offline unless ``--mode online``) in
+the sweep's group, beside the jobs' runs (``--no-wandb`` skips it).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from omegaconf import DictConfig, OmegaConf
 
-from sirt.tracking import read_jsonl, write_atomic
+from sirt.tracking import read_jsonl, sweep_group, write_atomic
 
 
 def job_summary(job_dir: Path) -> dict[str, Any] | None:
@@ -190,10 +192,70 @@ def compare(sweep_dir: Path, tolerance: float = 0.03) -> dict[str, Any]:
     return summary
 
 
+def group_of(sweep_dir: Path) -> str:
+    """The W&B group the sweep's jobs logged to: their ``logger.group`` if one was set, else the name
+    :func:`sirt.tracking.sweep_group` made from the sweep dir and the experiment (``+experiments=NAME``)."""
+    experiment = None
+    for job in sorted(filter(Path.is_dir, sweep_dir.iterdir()), key=job_order):
+        hydra_dir = job / ".hydra"
+        if not (hydra_dir / "config.yaml").exists():
+            continue
+        group = OmegaConf.select(OmegaConf.load(hydra_dir / "config.yaml"), "logger.group", default=None)
+        if group:
+            return str(group)
+        if (hydra_dir / "hydra.yaml").exists():
+            experiment = OmegaConf.select(OmegaConf.load(hydra_dir / "hydra.yaml"),
+                                          "hydra.runtime.choices.experiments", default=None)
+        elif (hydra_dir / "overrides.yaml").exists():
+            overrides = OmegaConf.to_container(OmegaConf.load(hydra_dir / "overrides.yaml"))
+            experiment = next((o.split("=", 1)[1] for o in overrides if o.startswith("+experiments=")), None)
+        break
+    return sweep_group(sweep_dir, experiment)
+
+
+def log_to_wandb(sweep_dir: Path, project: str = "sirt", entity: str | None = None, group: str | None = None,
+                 mode: str = "offline") -> str:
+    """The compare.json and compare.png of a sweep as a W&B run (job_type ``compare``) in its group: the
+    jobs and arms as tables, the verdict in the summary (``verdict/...``), the plot as an image. Returns the run id."""
+    import wandb
+
+    report = json.loads((sweep_dir / "compare.json").read_text())
+    jobs, summary = report["jobs"], report["summary"]
+    group = group or group_of(sweep_dir)
+    run = wandb.init(project=project, entity=entity, group=group, job_type="compare", name=f"compare {group}",
+                     dir=str(sweep_dir), mode=mode, config={"sweep_dir": str(sweep_dir.resolve())},
+                     settings=wandb.Settings(silent=True, x_disable_stats=True))
+    try:
+        job_columns = ["job", "arm", "schedule", "seed", "source", "budget", "rounds", "ext_used", "acc_initial",
+                       "acc_final", "U_s_final", "U_s_inf", "fit_status"]
+        arm_columns = ["arm", "schedule", "source", "budget", "n_seeds", "acc_initial", "acc_initial_se",
+                       "acc_final", "acc_final_se", "U_s_final", "U_s_final_se"]
+        logged = {"compare/jobs": wandb.Table(columns=job_columns,
+                                              data=[[j.get(c) for c in job_columns] for j in jobs]),
+                  "compare/arms": wandb.Table(columns=arm_columns,
+                                              data=[[a.get(c) for c in arm_columns] for a in summary["arms"]])}
+        if (sweep_dir / "compare.png").exists():
+            logged["compare/plot"] = wandb.Image(str(sweep_dir / "compare.png"))
+        run.log(logged)
+        run.summary.update({f"verdict/{k}": v for k, v in summary.items() if k != "arms"})
+    except BaseException:
+        run.finish(exit_code=1)
+        raise
+    run.finish()
+    return run.id
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sirt.compare", description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", type=Path, help="a multirun directory (one job per subfolder)")
     parser.add_argument("--tolerance", type=float, default=0.03, help="accuracy spread still 'consistent'")
+    parser.add_argument("--no-wandb", action="store_true", help="do not log the comparison to W&B")
+    parser.add_argument("--project", default="sirt", help="W&B project (default: sirt)")
+    parser.add_argument("--entity", default=None, help="W&B entity (default: yours)")
+    parser.add_argument("--group", default=None,
+                        help="W&B group (default: the jobs' logger.group, else [<experiment>_]<date>_<time> of the "
+                             "sweep dir)")
+    parser.add_argument("--mode", default="offline", choices=["offline", "online"], help="W&B mode (default: offline)")
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
         sys.exit(f"sirt.compare: {args.sweep_dir} is not a directory")
@@ -201,6 +263,10 @@ def main(argv: list[str] | None = None) -> None:
         compare(args.sweep_dir, args.tolerance)
     except FileNotFoundError as err:
         sys.exit(f"sirt.compare: {err}")
+    if not args.no_wandb:
+        run_id = log_to_wandb(args.sweep_dir, args.project, args.entity, args.group, args.mode)
+        print(f"W&B: compare run {run_id} in group {args.group or group_of(args.sweep_dir)} "
+              f"({args.mode}; {args.sweep_dir / 'wandb'})")
 
 
 if __name__ == "__main__":

@@ -208,6 +208,8 @@ class LoggerSchema:
     mode: str = "offline"
     group: str | None = None
     table_rows: int = 8
+    system_stats: bool = True
+    stats_interval: float = 15.0
 
 
 @dataclass
@@ -298,6 +300,7 @@ def _checks(c: Config) -> None:
            "the gate needs >= 1 problem and gate_samples >= 2")
     _check(t.gate_extensions >= 0, "model.teach.gate_extensions", t.gate_extensions, "must be >= 0")
     _check(c.fit.forecast_k >= 3, "fit.forecast_k", c.fit.forecast_k, "must be >= 3")
+    _check(c.logger.stats_interval > 0, "logger.stats_interval", c.logger.stats_interval, "seconds, must be > 0")
     _check(0 < c.generation.vllm.gpu_memory_utilization <= 1, "generation.vllm.gpu_memory_utilization",
            c.generation.vllm.gpu_memory_utilization, "must be in (0, 1]")
     if c.model.name_or_path:  # fail in seconds, before data loading, when the weights cannot be loaded here

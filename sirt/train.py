@@ -23,7 +23,10 @@ import json
 import logging
 import os
 import random
+import shlex
+import signal
 import sys
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -45,7 +48,15 @@ from sirt.judging import verifier_quality
 from sirt.prompts import solver_prompt, verifier_schema
 from sirt.selection import select
 from sirt.teacher import make_teacher
-from sirt.tracking import RunDir, Tracker, keep_hydra_files, lock_run_dir, quiet_third_party, restore_hydra_files
+from sirt.tracking import (
+    RunDir,
+    Tracker,
+    keep_hydra_files,
+    lock_run_dir,
+    quiet_third_party,
+    restore_hydra_files,
+    sweep_group,
+)
 from sirt.uncertainty import solver_verifier_gap
 from sirt.verification import Verifier
 
@@ -173,8 +184,13 @@ def run(config: Config, run_dir: Path, job_name: str) -> list[dict]:
     start = state.get("round", -1) + 1
     if start > config.rounds:  # every round is committed: refit only, needing no model, data or teacher
         log.info("run directory: %s (finished: round %d is committed, nothing to train)", run_dir, config.rounds)
-        return wrap_up(run, config, Tracker(config.logger, config, run_dir, state.get("wandb_id"), job_name),
-                       job_name)
+        tracker = Tracker(config.logger, config, run_dir, state.get("wandb_id"), job_name)
+        try:
+            tracker.catch_up(run)
+        except BaseException as err:
+            tracker.finish(exit_code=getattr(err, "exit_code", 1))
+            raise
+        return wrap_up(run, config, tracker, job_name)
     eta = eta_schedule(config.schedule, config.rounds)
     ext = allocate(eta, config.external.budget)
     train, test = data.load_splits(config.dataset)
@@ -194,8 +210,9 @@ def run(config: Config, run_dir: Path, job_name: str) -> list[dict]:
     if config.external.source == "teacher" and any(ext[max(start, 1) - 1 :]):
         teacher = make_teacher(config.external.teacher, config.dataset, config.generation, held_out).respond
     tracker = Tracker(config.logger, config, run_dir, state.get("wandb_id"), job_name)
-    tracker.summarize(organism_gate(config, held_out))
     try:
+        tracker.summarize(organism_gate(config, held_out))
+        tracker.catch_up(run)  # the committed rounds, however the last process ended
         for t in range(start, config.rounds + 1):
             seed_round(config.seed, t)
             clock, stats = Stopwatch(), {"ext_used": 0}
@@ -214,19 +231,21 @@ def run(config: Config, run_dir: Path, job_name: str) -> list[dict]:
             tracker.log_round(row, records)
             log.info("round %d | acc %.3f | U_s %.2f U_v %.2f G %.2f | acceptance %.2f | %.0fs", t, row["acc"],
                      row["U_s"], row["U_v"], row["G"], row["acceptance"], sum(row["seconds"].values()))
-    except BaseException:
-        tracker.finish(exit_code=1)
+    except BaseException as err:
+        tracker.finish(exit_code=getattr(err, "exit_code", 1))  # 128 + the signal's number for Interrupted
         raise
     return wrap_up(run, config, tracker, job_name)
 
 
 def wrap_up(run: RunDir, config: Config, tracker: Tracker, job_name: str) -> list[dict]:
-    """The end of a run, or all a rerun of a finished run does: the levels plot, the fit, the tracker."""
+    """The end of a run, or all a rerun of a finished run does: the levels plot, the fit, the tracker
+    (with the run's files as an artifact)."""
     try:
         plot_levels(run.metrics(), run.root / "plots" / "levels.png", job_name)
         fit_callback(run.root, config, tracker)
-    except BaseException:
-        tracker.finish(exit_code=1)
+        tracker.log_run_data(run)
+    except BaseException as err:
+        tracker.finish(exit_code=getattr(err, "exit_code", 1))
         raise
     tracker.finish()
     log.info("done: %s", run.root)
@@ -280,7 +299,7 @@ def hydra_files(cfg: DictConfig) -> dict[str, str]:
             "overrides.yaml": OmegaConf.to_yaml(hydra_cfg.hydra.overrides.task)}
 
 
-_cli = {"job_started": False, "full_error": False}  # see cli()
+_cli = {"job_started": False, "full_error": False, "run_dir": None, "sweep_dir": None}  # see cli()
 
 
 @hydra.main(version_base=None, config_path="../conf", config_name="config")
@@ -299,6 +318,7 @@ def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    _cli["run_dir"], _cli["sweep_dir"] = run_dir, Path(hydra_cfg.sweep.dir) if multirun else None
     lock = None
     try:
         lock = lock_run_dir(run_dir)
@@ -306,8 +326,8 @@ def main(cfg: DictConfig) -> None:
         resume_state(RunDir(run_dir), config)  # refuses before the run's Hydra files are replaced
         if hydra_cfg.output_subdir is not None:
             keep_hydra_files(run_dir, hydra_cfg.output_subdir, hydra_files(cfg))
-        if multirun and config.logger.group is None:  # the W&B runs of one sweep share a group
-            config.logger.group = Path(hydra_cfg.sweep.dir).name
+        if multirun and config.logger.group is None:  # the W&B runs of one sweep (and its compare run) share a group
+            config.logger.group = sweep_group(hydra_cfg.sweep.dir, hydra_cfg.runtime.choices.get("experiments"))
         quiet_third_party()
         job_name = hydra_cfg.job.override_dirname or run_dir.name
         run(config, run_dir, job_name)
@@ -335,12 +355,67 @@ def cli() -> None:
         os.environ["HYDRA_FULL_ERROR"] = "1"
         _cli["full_error"] = True
     try:
-        main()
+        with stop_on_signals():
+            main()
+    except Interrupted as err:
+        print(f"sirt.train: {stopped(err)}", file=sys.stderr)
+        sys.exit(err.exit_code)
     except (HydraException, OmegaConfBaseException) as err:
         if _cli["job_started"] or not _cli["full_error"]:
             raise
         print(f"sirt.train: {one_line(err)}", file=sys.stderr)
         sys.exit(2)
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM: the round in progress is abandoned (redone on resume), W&B is finished with
+    ``exit_code``, and the process exits with it (128 + the signal's number: 130, 143)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum, self.exit_code = signum, 128 + signum
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """SIGINT and SIGTERM raise :class:`Interrupted` in the main thread, wherever it is; the committed rounds
+    stay as they are (a round commits atomically). A second signal during the clean-up ends the process at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def first(signum, frame):
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, again)
+        raise Interrupted(signum)
+
+    def again(signum, frame):
+        os.write(2, f"sirt.train: stopped at once by a second {signal.Signals(signum).name}\n".encode())
+        os._exit(128 + signum)
+
+    old = {s: signal.signal(s, first) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def stopped(err: Interrupted) -> str:
+    """The one line an interrupted command ends with: what is committed and the command that resumes."""
+    run_dir, sweep_dir = _cli["run_dir"], _cli["sweep_dir"]
+    if run_dir is None:
+        return f"stopped by {err} before a run started"
+    kept = [a for a in sys.argv[1:] if not a.startswith(("hydra.run.dir=", "hydra.sweep.dir="))]
+    target = f"hydra.sweep.dir={sweep_dir}" if sweep_dir is not None else f"hydra.run.dir={run_dir}"
+    command = " ".join(["python -m sirt.train", *map(shlex.quote, [*kept, target])])
+    try:
+        last = RunDir(run_dir).state().get("round")
+    except InputError:
+        last = None
+    done = {None: "no round is committed", 0: "round 0 is committed"}.get(last, f"rounds 0..{last} are committed")
+    what = "the sweep" if sweep_dir is not None else "the run"
+    return f"stopped by {err} ({run_dir}: {done}, a round in progress is redone); resume {what} with: {command}"
 
 
 def one_line(err: BaseException) -> str:
