@@ -26,17 +26,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from omegaconf import DictConfig, OmegaConf
 
-from sirt.tracking import read_jsonl, sweep_group, write_atomic
+from sirt.tracking import finished_job, sweep_group, write_atomic
 
 
 def job_summary(job_dir: Path) -> dict[str, Any] | None:
     """One row of the table, or None for a directory that holds no completed round."""
-    rows = read_jsonl(job_dir / "metrics.jsonl")
-    if not rows:
+    job = finished_job(job_dir)
+    if job is None:
         return None
-    cfg = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
-    fit_path = job_dir / "fit.json"
-    joint = json.loads(fit_path.read_text()).get("joint", {}) if fit_path.exists() else {}
+    rows, cfg, joint = job
     return {
         "job": job_dir.name,
         "schedule": cfg.schedule.name,

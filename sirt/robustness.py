@@ -17,9 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
-from sirt.tracking import read_jsonl, write_atomic
+from sirt.tracking import finished_job, write_atomic
 
 MIN_GAIN = 0.05  # accuracy points a run must gain, first to last round
 MIN_LIFT = 0.05  # round-0 pick precision over round-0 sample accuracy
@@ -27,12 +25,10 @@ MIN_LIFT = 0.05  # round-0 pick precision over round-0 sample accuracy
 
 def job_row(job_dir: Path) -> dict[str, Any] | None:
     """The promises of one job, measured; None for a folder without committed rounds."""
-    rows = read_jsonl(job_dir / "metrics.jsonl")
-    if not rows:
+    job = finished_job(job_dir)
+    if job is None:
         return None
-    cfg = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
-    fit_path = job_dir / "fit.json"
-    joint = json.loads(fit_path.read_text()).get("joint", {}) if fit_path.exists() else {}
+    rows, cfg, joint = job
     first, last = rows[0], rows[-1]
     row = {
         "job": job_dir.name,

@@ -62,6 +62,18 @@ def to_jsonl(rows: list[dict[str, Any]]) -> str:
     return "".join(json.dumps(row) + "\n" for row in rows)
 
 
+def finished_job(job_dir: Path) -> tuple[list[dict[str, Any]], DictConfig, dict[str, Any]] | None:
+    """A sweep job's rows of metrics.jsonl, composed config and joint fit (``{}`` without fit.json);
+    None for a directory that holds no completed round. What the sweep tables (compare, robustness) read."""
+    rows = read_jsonl(job_dir / "metrics.jsonl")
+    if not rows:
+        return None
+    cfg = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
+    fit_path = job_dir / "fit.json"
+    joint = json.loads(fit_path.read_text()).get("joint", {}) if fit_path.exists() else {}
+    return rows, cfg, joint
+
+
 class RunDir:
     """``<run>/metrics.jsonl``, ``state.json``, ``rounds/<t>/`` — see DESIGN.md."""
 
