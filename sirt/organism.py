@@ -37,6 +37,7 @@ from sirt.config import (
 from sirt.generation import sample
 from sirt.judging import verifier_quality
 from sirt.selection import select
+from sirt.tracking import read_jsonl, to_jsonl
 from sirt.training import sft
 from sirt.verification import Verifier, verification_prompt
 
@@ -271,9 +272,15 @@ def teaching_stats(path: Path) -> dict:
     return json.loads((path / "teaching.json").read_text())
 
 
+def gate_summary(path: Path) -> dict[str, float]:
+    """The gate's last measurement of a cached organism, as W&B summary keys (``organism/qe/verifier_auc``, ...)."""
+    gate = teaching_stats(path)["gate"] or [{}]
+    return {f"organism/{fmt}/{k}": v for fmt, q in gate[-1].items() for k, v in q.items()}
+
+
 def verdict_rows(path: Path) -> list[dict[str, str]]:
     """Phase 2's verdict rows of a cached organism, for ``trainer.verifier_replay``."""
-    return [json.loads(line) for line in (path / "verdicts.jsonl").read_text().splitlines() if line]
+    return read_jsonl(path / "verdicts.jsonl")
 
 
 def load_organism(
@@ -290,7 +297,7 @@ def load_organism(
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
         models.save(model, models.char_tokenizer(), tmp)
         (tmp / "teaching.json").write_text(json.dumps(stats, indent=2))
-        (tmp / "verdicts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in verdicts))
+        (tmp / "verdicts.jsonl").write_text(to_jsonl(verdicts))
         shutil.rmtree(path, ignore_errors=True)
         os.replace(tmp, path)  # atomic: a killed teaching never leaves a half-written cache entry
         log.info("organism cached at %s", path)

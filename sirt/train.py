@@ -204,14 +204,14 @@ def run(config: Config, run_dir: Path, job_name: str) -> list[dict]:
     def load_base():
         return models.load(config.model, config.dataset, held_out)
     model, tokenizer = load_base() if start == 0 else models.load_pretrained(run.model_dir(start - 1), config.model)
-    replay = organism_verdicts(config, held_out)
+    gate, replay = organism_teaching(config, held_out)
     verifier = Verifier(tokenizer, verifier_schema(tokenizer, config))
     teacher = None
     if config.external.source == "teacher" and any(ext[max(start, 1) - 1 :]):
         teacher = make_teacher(config.external.teacher, config.dataset, config.generation, held_out).respond
     tracker = Tracker(config.logger, config, run_dir, state.get("wandb_id"), job_name)
     try:
-        tracker.summarize(organism_gate(config, held_out))
+        tracker.summarize(gate)
         tracker.catch_up(run)  # the committed rounds, however the last process ended
         for t in range(start, config.rounds + 1):
             seed_round(config.seed, t)
@@ -252,23 +252,15 @@ def wrap_up(run: RunDir, config: Config, tracker: Tracker, job_name: str) -> lis
     return run.metrics()
 
 
-def organism_gate(config: Config, held_out: set[str]) -> dict[str, float]:
-    """The organism's teaching-gate figures (verifier on held-out teaching questions) for the W&B summary."""
+def organism_teaching(config: Config, held_out: set[str]) -> tuple[dict[str, float], list[dict[str, str]]]:
+    """The organism's gate figures (for the W&B summary) and, when rounds replay them
+    (``trainer.verifier_replay``), its teaching verdicts; nothing for a named model."""
     if config.model.name_or_path:
-        return {}
-    from sirt.organism import organism_path, teaching_stats
+        return {}, []
+    from sirt.organism import gate_summary, organism_path, verdict_rows
 
-    gate = teaching_stats(organism_path(config.model, config.dataset, held_out))["gate"] or [{}]
-    return {f"organism/{fmt}/{k}": v for fmt, q in gate[-1].items() for k, v in q.items()}
-
-
-def organism_verdicts(config: Config, held_out: set[str]) -> list[dict[str, str]]:
-    """The organism's teaching verdicts when rounds replay them (``trainer.verifier_replay``), else none."""
-    if config.model.name_or_path or config.trainer.verifier_replay == 0:
-        return []
-    from sirt.organism import organism_path, verdict_rows
-
-    return verdict_rows(organism_path(config.model, config.dataset, held_out))
+    path = organism_path(config.model, config.dataset, held_out)
+    return gate_summary(path), verdict_rows(path) if config.trainer.verifier_replay > 0 else []
 
 
 def fit_callback(run_dir: Path, config: Config, tracker: Tracker) -> None:
