@@ -31,8 +31,6 @@ import dataclasses
 import json
 import logging
 import os
-import resource
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -41,25 +39,39 @@ from pathlib import Path
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from sirt import data, models
-from sirt.config import Config, ConfigError, GenerationSchema, VerifierSchema, validate
-from sirt.curriculum import round_problems
-from sirt.generation import Sample, sampler
-from sirt.prompts import solver_prompt, verifier_schema
-from sirt.tracking import RunDir, quiet_third_party, write_atomic
-from sirt.train import Stopwatch, one_round, seed_round, train_model
-from sirt.verification import Verifier, verification_prompt
+from sirt.config.errors import ConfigError
+from sirt.config.schema import Config
+from sirt.loop.checks import validated
+from sirt.loop.organism import load_model
+from sirt.loop.round import Stopwatch, one_round, seed_round, train_model
+from sirt.models.prompts import solver_prompt, verifier_schema
+from sirt.perf.flops import (
+    FLOP_FORMULA,
+    ModelShape,
+    generation_flops,
+    matmul_flops_per_s,
+    prompt_lengths,
+    rates,
+    verification_flops,
+)
+from sirt.perf.memory import peak_rss_mb, train_rss
+from sirt.perf.naive import logprob_agreement, naive_round, verdict_agreement
+from sirt.plan.curriculum import round_problems
+from sirt.runs.files import write_atomic
+from sirt.runs.rundir import RunDir
+from sirt.runs.tracker import quiet_third_party
+from sirt.stages.generation import sampler
+from sirt.stages.samples import Sample
+from sirt.stages.verification import Verifier, verification_prompt
+from sirt.tasks.problem import Problem
+from sirt.tasks.registry import load_splits
 
 log = logging.getLogger("sirt.bench")
-
-FLOP_FORMULA = ("forward FLOPs over n positions = 2 * P_matmul * n + 4 * L * d_attn * n(n+1)/2; "
-                "a sample costs its prompt + response positions, a verification its verification prompt")
 
 
 @dataclass
@@ -90,7 +102,7 @@ class BenchSchema:
 def split_config(cfg: DictConfig) -> tuple[Config, BenchSchema]:
     """(run config, bench fields), each checked by its schema; raises ConfigError naming the field."""
     run_keys = [k for k in cfg if k != "bench"]
-    config = validate(OmegaConf.masked_copy(cfg, run_keys))
+    config = validated(OmegaConf.masked_copy(cfg, run_keys))
     try:
         bench: BenchSchema = OmegaConf.to_object(OmegaConf.merge(BenchSchema, cfg.get("bench", {})))
     except OmegaConfBaseException as err:
@@ -98,229 +110,6 @@ def split_config(cfg: DictConfig) -> tuple[Config, BenchSchema]:
     if bench.naive_prompts < 1 or bench.verify_tokens < 1 or bench.matmul_repeats < 1:
         raise ConfigError("bench.naive_prompts, bench.verify_tokens and bench.matmul_repeats must be >= 1")
     return config, bench
-
-
-# --- the machine's limit and the model's FLOPs ------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """What the FLOP formula needs from a causal LM."""
-
-    matmul_params: int
-    layers: int
-    attn_dim: int
-
-    @classmethod
-    def of(cls, model: PreTrainedModel) -> ModelShape:
-        """Every Linear weight (a tied output head is a Linear too; the embedding lookup is not)."""
-        c = model.config
-        head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-        linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
-        return cls(linear, c.num_hidden_layers, c.num_attention_heads * head_dim)
-
-    def forward_flops(self, positions: int) -> float:
-        """FLOPs of a causal forward pass over ``positions`` tokens (with or without a KV cache)."""
-        attended = positions * (positions + 1) / 2  # position i attends to i positions
-        return 2.0 * self.matmul_params * positions + 4.0 * self.layers * self.attn_dim * attended
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for queued GPU work, so that a wall-clock time covers it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def matmul_flops_per_s(size: int, repeats: int, device: torch.device, dtype: torch.dtype) -> dict:
-    """The achievable dense-matmul rate: the fastest of ``repeats`` products of two size x size
-    matrices in the model's dtype (by default float32 on CPU, bf16 on a GPU), the bound for its FLOPs."""
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    torch.matmul(a, b)  # warm-up: allocation, kernel choice
-    best = float("inf")
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        torch.matmul(a, b)
-        synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return {"flops_per_s": 2.0 * size**3 / best, "size": size, "dtype": str(dtype).removeprefix("torch."),
-            "threads": torch.get_num_threads(), "device": str(device)}
-
-
-# --- the naive path -----------------------------------------------------------------------------
-
-
-def prompt_ids(tokenizer: PreTrainedTokenizerBase, text: str, device: torch.device) -> torch.Tensor:
-    """Token ids of one unpadded prompt, shape (1, length)."""
-    return tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"].to(device)
-
-
-def until_eos(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
-    """A response's tokens up to and including the first EOS (the EOS belongs to the response)."""
-    stops = (ids == eos_id).nonzero()
-    return ids if len(stops) == 0 else ids[: int(stops[0]) + 1]
-
-
-@torch.inference_mode()
-def generate_one(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: torch.Tensor, cfg: GenerationSchema,
-    max_new_tokens: int, greedy: bool,
-) -> torch.Tensor:
-    """One response to one prompt: the baseline's unbatched ``model.generate``."""
-    sampling = {"do_sample": False} if greedy else {
-        "do_sample": True, "temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": cfg.top_k}
-    out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=max_new_tokens,
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **sampling)
-    return until_eos(out[0, prompt.shape[1] :], tokenizer.eos_token_id)
-
-
-@torch.inference_mode()
-def teacher_forced_logprob(model: PreTrainedModel, prompt: torch.Tensor, response: torch.Tensor) -> float:
-    """log pi(y|x) by a second forward pass over prompt + response: the quantity the fast path reads
-    from its sampling pass, computed the way a naive pipeline does."""
-    ids = torch.cat([prompt[0], response]).unsqueeze(0)
-    logits = model(ids).logits[0, prompt.shape[1] - 1 : -1].float()
-    return float(torch.log_softmax(logits, dim=-1).gather(-1, response.unsqueeze(-1)).sum())
-
-
-def parse_verdict(text: str, cfg: VerifierSchema) -> float | None:
-    """The score a free-text verdict states: TF 1/0 by the first word, QE the leading rating scaled
-    to [0, 1]; None when the text states neither (the naive path's parse failures)."""
-    head = text.strip().lower()
-    if cfg.method == "tf":
-        true_word, false_word = (w.lower() for w in cfg.words)
-        return 1.0 if head.startswith(true_word) else 0.0 if head.startswith(false_word) else None
-    ratings = [(r, i) for i, r in enumerate(cfg.ratings) if head.startswith(r.lower())]
-    if not ratings:
-        return None
-    _, index = max(ratings, key=lambda ri: len(ri[0]))  # "10" before "1"
-    return index / (len(cfg.ratings) - 1)
-
-
-def naive_verdict(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: VerifierSchema, prompt: str, response: str,
-    tokens: int,
-) -> float | None:
-    """The verdict a naive pipeline gets: generate a few greedy tokens after the verification
-    prompt and parse them (DESIGN.md's verifier reads the next-token distribution instead)."""
-    ids = prompt_ids(tokenizer, verification_prompt(cfg, prompt, response), model.device)
-    out = generate_one(model, tokenizer, ids, GenerationSchema(), tokens, greedy=True)
-    return parse_verdict(tokenizer.decode(out, skip_special_tokens=True), cfg)
-
-
-@dataclass
-class NaiveRound:
-    """The naive path's samples, verdicts (None = unparsable) and seconds per part."""
-
-    samples: list[list[Sample]]
-    verdicts: list[list[float | None]]
-    seconds: dict[str, float]
-
-
-def naive_round(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], gen: GenerationSchema,
-    verifier_cfg: VerifierSchema, verify_tokens: int,
-) -> NaiveRound:
-    """N samples per prompt, one at a time, each with a recomputed log-prob and a generated verdict."""
-    clock = Stopwatch()
-    samples, verdicts = [], []
-    with tqdm(total=len(prompts) * gen.n_samples, desc="naive: sample one at a time", leave=False) as bar:
-        for prompt in prompts:
-            ids = prompt_ids(tokenizer, prompt, model.device)
-            row, row_verdicts = [], []
-            for _ in range(gen.n_samples):
-                with clock("generate"):
-                    response = generate_one(model, tokenizer, ids, gen, gen.max_new_tokens, greedy=False)
-                with clock("logprob"):
-                    logprob = teacher_forced_logprob(model, ids, response)
-                text = tokenizer.decode(response, skip_special_tokens=True)
-                with clock("verify"):
-                    row_verdicts.append(naive_verdict(model, tokenizer, verifier_cfg, prompt, text, verify_tokens))
-                row.append(Sample(text, len(response), logprob))
-                bar.update()
-            samples.append(row)
-            verdicts.append(row_verdicts)
-    return NaiveRound(samples, verdicts, dict(clock.seconds))
-
-
-# --- agreement of the two paths -----------------------------------------------------------------
-
-
-def response_ids(tokenizer: PreTrainedTokenizerBase, s: Sample, max_new_tokens: int) -> list[int] | None:
-    """A sample's response tokens back from its text, or None where the text cannot tell them.
-
-    The text drops special tokens while ``n_tokens`` counts them. One token more than the text
-    below the length cap can only be the closing EOS (a response without EOS runs to the cap);
-    at the cap it could also be a special token mid-text, so such samples are skipped.
-    """
-    ids = tokenizer(s.text, add_special_tokens=False)["input_ids"]
-    if s.n_tokens == len(ids):
-        return ids
-    if s.n_tokens == len(ids) + 1 and s.n_tokens < max_new_tokens:
-        return [*ids, tokenizer.eos_token_id]
-    return None
-
-
-def logprob_agreement(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], samples: list[list[Sample]],
-    max_new_tokens: int,
-) -> dict[str, float | int]:
-    """Largest |fast log-prob - teacher-forced log-prob| over the fast path's own samples: the
-    sampling pass and a second forward pass must give the same U on the same sequences."""
-    diffs, skipped = [], 0
-    for prompt, row in zip(prompts, samples):
-        ids = prompt_ids(tokenizer, prompt, model.device)
-        for s in row:
-            response = response_ids(tokenizer, s, max_new_tokens)
-            if response is None:
-                skipped += 1
-                continue
-            tokens = torch.tensor(response, device=model.device)
-            diffs.append(abs(s.logprob - teacher_forced_logprob(model, ids, tokens)))
-    return {"logprob_max_abs_diff": max(diffs, default=float("nan")), "logprob_sequences": len(diffs),
-            "logprob_skipped": skipped}
-
-
-def verdict_agreement(fast: list[float], naive: list[float | None], sigma: float, margin: float) -> dict[str, float]:
-    """Share of clear cases (fast score at least ``margin`` from sigma, naive verdict parsed) on
-    which both paths accept or both reject."""
-    clear = [(f >= sigma, n >= sigma) for f, n in zip(fast, naive) if n is not None and abs(f - sigma) >= margin]
-    return {"verdict_clear_cases": len(clear),
-            "verdict_agreement": sum(a == b for a, b in clear) / len(clear) if clear else float("nan"),
-            "naive_unparsed": sum(n is None for n in naive) / max(len(naive), 1)}
-
-
-# --- rates --------------------------------------------------------------------------------------
-
-
-def prompt_lengths(tokenizer: PreTrainedTokenizerBase, prompts: list[str]) -> list[int]:
-    return [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
-
-
-def generation_flops(shape: ModelShape, lengths: list[int], samples: list[list[Sample]]) -> float:
-    """Useful FLOPs of sampling: every sample's prompt + response positions."""
-    return sum(shape.forward_flops(p + s.n_tokens) for p, row in zip(lengths, samples) for s in row)
-
-
-def verification_flops(shape: ModelShape, tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> float:
-    """Useful FLOPs of verification: one forward pass over every verification prompt."""
-    return sum(shape.forward_flops(n) for n in prompt_lengths(tokenizer, texts))
-
-
-def rates(samples: list[list[Sample]], seconds: dict[str, float], gen_flops: float, peak: float) -> dict:
-    """samples/s of the sampling-bound work (sample + log-prob + verdict), tokens/s of generation,
-    and generation's achieved FLOP/s as a fraction of the machine's matmul rate."""
-    n = sum(map(len, samples))
-    tokens = sum(s.n_tokens for row in samples for s in row)
-    total = sum(seconds.values())
-    return {"samples": n, "tokens": tokens, "seconds": seconds, "samples_per_s": n / total,
-            "tokens_per_s": tokens / seconds["generate"], "generate_samples_per_s": n / seconds["generate"],
-            "generate_flops_per_s": gen_flops / seconds["generate"],
-            "flop_fraction": gen_flops / seconds["generate"] / peak}
-
-
-# --- scaling ------------------------------------------------------------------------------------
 
 
 def scaling_points(config: Config, s: ScalingSchema) -> list[tuple[str, int, int, int]]:
@@ -357,57 +146,6 @@ def scaling_table(
     return rows
 
 
-# --- memory -------------------------------------------------------------------------------------
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MiB (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-# Starts a command and writes its peak RSS (KiB) to a file. The command must not be forked from
-# the bench itself: Linux carries a process's pre-exec high-water mark into ru_maxrss, so a
-# child of a 900 MB parent reports at least 900 MB. Forked from this small interpreter, it is exact.
-RSS_PROBE = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[2:]); "
-             "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); "
-             "sys.exit(rc)")
-
-
-def passthrough(overrides: list[str], own: set[str]) -> list[str]:
-    """The bench's command-line overrides a child ``sirt.train`` understands: all but ``bench.*``
-    and the keys the child run sets itself."""
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    return [o.input_line for o in parsed if not o.key_or_group.startswith("bench") and o.key_or_group not in own]
-
-
-def child_peak_rss_mb(cmd: list[str], log_file: Path, env: dict[str, str] | None = None) -> float:
-    """Run ``cmd`` to the end (output to ``log_file``) and return its peak RSS in MiB, through
-    :data:`RSS_PROBE` so that this process's own size does not leak into the number."""
-    peak_file = log_file.with_suffix(".rss")
-    with open(log_file, "w") as out:
-        result = subprocess.run([sys.executable, "-c", RSS_PROBE, str(peak_file), *cmd], stdout=out,
-                                stderr=subprocess.STDOUT, env=env)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[1:4])} ... failed ({result.returncode}); see {log_file}")
-    return int(peak_file.read_text()) / 1024
-
-
-def train_rss(run_dir: Path, overrides: list[str], rounds: int, threads: int) -> dict[str, float | int]:
-    """Peak RSS of a ``python -m sirt.train`` child of ``rounds`` rounds on the bench's config (W&B
-    and the fit off, the bench's thread count): the memory a default run needs, measured."""
-    own = {"logger": "none", "fit.enabled": "false", "rounds": str(rounds), "hydra.run.dir": str(run_dir)}
-    train = [sys.executable, "-m", "sirt.train", *(f"{k}={v}" for k, v in own.items()),
-             *passthrough(overrides, set(own))]
-    log.info("memory: %s", " ".join(train[1:]))
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
-    start = time.perf_counter()
-    peak = child_peak_rss_mb(train, run_dir.with_suffix(".log"), env)
-    return {"train_peak_rss_mb": peak, "train_rounds": rounds, "train_seconds": time.perf_counter() - start}
-
-
-# --- the report ---------------------------------------------------------------------------------
-
-
 def markdown(rows: list[dict], columns: list[str]) -> str:
     """A Markdown table; floats to 3 significant digits."""
     def cell(v):
@@ -435,8 +173,8 @@ def summary_tables(report: dict) -> str:
 
 
 def fast_round(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, verifier: Verifier, problems: list[data.Problem],
-    test: list[data.Problem], config: Config, clock: Stopwatch,
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, verifier: Verifier, problems: list[Problem],
+    test: list[Problem], config: Config, clock: Stopwatch,
 ) -> tuple[dict, list[dict]]:
     """Round 0 of ``sirt.train`` itself (generate, verify, select, eval into ``clock``): (row, records)."""
     warm_up = [solver_prompt(problems[0].question, tokenizer, config)]  # first-call costs belong to neither path
@@ -484,7 +222,7 @@ def train_stage(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, run_
     run.commit_round(0, *round0, {})
     with clock("train"):
         train_model(model, tokenizer, run, config, t=1, ext_items=0, teacher=None,
-                    load_base=lambda: models.load(config.model, config.dataset, held_out))
+                    load_base=lambda: load_model(config.model, config.dataset, held_out))
 
 
 def memory_report(model: PreTrainedModel, run_dir: Path, overrides: list[str], config: Config,
@@ -505,9 +243,9 @@ def bench(config: Config, b: BenchSchema, run_dir: Path, overrides: list[str]) -
     if b.threads:
         torch.set_num_threads(b.threads)
     load = os.getloadavg()[0]  # other work on the machine skews every rate below; recorded beside them
-    train, test = data.load_splits(config.dataset)
+    train, test = load_splits(config.dataset)
     held_out = {p.question for p in test}
-    model, tokenizer = models.load(config.model, config.dataset, held_out)  # exactly as sirt.train
+    model, tokenizer = load_model(config.model, config.dataset, held_out)  # exactly as sirt.train
     shape, verifier = ModelShape.of(model), Verifier(tokenizer, verifier_schema(tokenizer, config))
     machine = {**matmul_flops_per_s(b.matmul_size, b.matmul_repeats, model.device, model.dtype),
                "load_average_1min_at_start": load, "cpu_count": os.cpu_count()}

@@ -26,7 +26,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from omegaconf import DictConfig, OmegaConf
 
-from sirt.tracking import finished_job, sweep_group, write_atomic
+from sirt.runs.files import write_atomic
+from sirt.runs.rundir import finished_job
+from sirt.runs.tracker import sweep_group
 
 
 def job_summary(job_dir: Path) -> dict[str, Any] | None:
@@ -192,7 +194,7 @@ def compare(sweep_dir: Path, tolerance: float = 0.03) -> dict[str, Any]:
 
 def group_of(sweep_dir: Path) -> str:
     """The W&B group the sweep's jobs logged to: their ``logger.group`` if one was set, else the name
-    :func:`sirt.tracking.sweep_group` made from the sweep dir and the experiment (``+experiments=NAME``)."""
+    :func:`sirt.runs.tracker.sweep_group` made from the sweep dir and the experiment (``+experiments=NAME``)."""
     experiment = None
     for job in sorted(filter(Path.is_dir, sweep_dir.iterdir()), key=job_order):
         hydra_dir = job / ".hydra"

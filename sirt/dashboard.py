@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sirt.config import DatasetSchema, GenerationSchema
+from sirt.config.schema import DatasetSchema, GenerationSchema
 
 FIT_PARAMETERS = ["fit/alpha_p", "fit/beta_p", "fit/delta"]
 FIT_LIMITS = ["fit/U_s_inf", "fit/U_v_inf", "fit/G_inf"]

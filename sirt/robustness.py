@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sirt.tracking import finished_job, write_atomic
+from sirt.runs.files import write_atomic
+from sirt.runs.rundir import finished_job
 
 MIN_GAIN = 0.05  # accuracy points a run must gain, first to last round
 MIN_LIFT = 0.05  # round-0 pick precision over round-0 sample accuracy

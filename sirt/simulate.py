@@ -18,12 +18,12 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig
 
-from sirt import montecarlo
-from sirt.config import ConfigError
-from sirt.external import allocate
-from sirt.fit import summarize
-from sirt.fitting import fit_run
-from sirt.theory import Dynamics, cross_improvement
+from sirt.config.errors import ConfigError
+from sirt.plan.schedule import allocate
+from sirt.theory import montecarlo
+from sirt.theory.dynamics import Dynamics, cross_improvement
+from sirt.theory.report import fit_run
+from sirt.theory.summary import summarize
 
 
 def _field(cfg: DictConfig, name: str, need: str, ok: Callable[[Any], bool] = lambda _: True,

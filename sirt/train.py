@@ -18,270 +18,28 @@ cannot take (busy, another config, damaged) exits 2 in one line and leaves its f
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import os
-import random
 import shlex
 import signal
 import sys
 import threading
-import time
-from collections import defaultdict
 from pathlib import Path
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sirt import data, evaluation, models, training
-from sirt.config import Config, ConfigError, InputError, validate
-from sirt.curriculum import plot_levels, round_problems
-from sirt.external import allocate, eta_schedule, training_rows
-from sirt.generation import sampler
-from sirt.judging import verifier_quality
-from sirt.prompts import solver_prompt, verifier_schema
-from sirt.selection import select
-from sirt.teacher import make_teacher
-from sirt.tracking import (
-    RunDir,
-    Tracker,
-    keep_hydra_files,
-    lock_run_dir,
-    quiet_third_party,
-    restore_hydra_files,
-    sweep_group,
-)
-from sirt.uncertainty import solver_verifier_gap
-from sirt.verification import Verifier
+from sirt.config.errors import InputError
+from sirt.loop.checks import validated
+from sirt.loop.run import resume_state, run
+from sirt.runs.rundir import RunDir, keep_hydra_files, lock_run_dir, restore_hydra_files
+from sirt.runs.tracker import quiet_third_party, sweep_group
 
 log = logging.getLogger("sirt.train")
-
-
-class Stopwatch:
-    """Seconds per stage of a round (the ``seconds`` dict of metrics.jsonl)."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
-
-    @contextlib.contextmanager
-    def __call__(self, stage: str):
-        start = time.perf_counter()
-        yield
-        self.seconds[stage] += time.perf_counter() - start
-
-
-def seed_round(seed: int, t: int) -> None:
-    """Seed every generator from (seed, round), so a resumed round repeats an uninterrupted one."""
-    s = seed * 1009 + t
-    random.seed(s)
-    torch.manual_seed(s)
-
-
-def config_hash(config: Config) -> str:
-    """Identity of what a run computes (logging excluded), to refuse resuming a different run."""
-    blob = OmegaConf.to_container(OmegaConf.structured(config))
-    blob.pop("logger")
-    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def one_round(t, model, tokenizer, verifier, problems, test, config: Config, clock: Stopwatch):
-    """Measure model_t on the round's prompts and pick next round's data: (row, selections)."""
-    gen = config.generation
-    prompts = [solver_prompt(p.question, tokenizer, config) for p in problems]
-    with clock("generate"):
-        samples = sampler(gen)(model, tokenizer, prompts, gen, desc=f"round {t}: generate")
-    with clock("verify"):
-        pairs = [(p, s.text) for p, row in zip(prompts, samples) for s in row]
-        flat = verifier.score(model, pairs, desc=f"round {t}: verify")
-        N = gen.n_samples
-        scores = [flat[i * N : (i + 1) * N] for i in range(len(prompts))]
-    with clock("select"):
-        records = select(prompts, problems, samples, scores, config.verifier.sigma)
-        picks = [r for r in records if r["pick"] is not None]
-    with clock("eval"):
-        greedy = sampler(gen)(model, tokenizer, [solver_prompt(p.question, tokenizer, config) for p in test],
-                        gen, n=1, greedy=True, desc=f"round {t}: eval")
-        correct = [data.is_correct(g[0].text, p) for g, p in zip(greedy, test)]
-    gap = solver_verifier_gap(samples, [row[r["verifier_choice"]] for row, r in zip(samples, records)])
-    levels = [r["level"] for r in records]
-    row = {
-        "round": t,
-        "acc": evaluation.accuracy(correct),
-        "acc_level": evaluation.level_accuracy(correct, [p.level for p in test]),
-        "acceptance_level": evaluation.level_accuracy([r["pick"] is not None for r in records], levels),
-        "n_selected_level": {str(lv): sum(r["pick"] is not None for r in records if r["level"] == lv)
-                             for lv in sorted(set(levels))},
-        "pass_at_k": evaluation.mean_pass_at_k([r["correct"] for r in records], gen.pass_k),
-        **gap,
-        "acceptance": len(picks) / len(records),
-        **verifier_quality(records),
-        "n_selected": len(picks),
-        "tokens_generated": sum(s.n_tokens for row in samples for s in row),
-    }
-    return row, records
-
-
-def train_model(model, tokenizer, run: RunDir, config: Config, t: int, ext_items: int, load_base, teacher,
-                replay: list[dict[str, str]] = ()):
-    """model_t: SFT on round t-1's picks (+ external items), or from the base on all picks so far.
-
-    ``replay``: verdict rows mixed in as a share ``trainer.verifier_replay`` of the round's rows
-    (the organism only; a deviation from paper 1, which trains on the picks alone).
-    """
-    rng = random.Random(config.seed * 104729 + t)
-    rows, used = training_rows(run.selections(t - 1), ext_items, config.external.source, rng, teacher)
-    if config.trainer.restart_from_base:  # STaR style: every round restarts on everything so far
-        rows = [r for s in range(t - 1) for r in training_rows(run.selections(s), 0, "gold", rng)[0]] + rows
-        model = load_base()
-    share = config.trainer.verifier_replay
-    if share > 0 and rows and replay:
-        rows = rows + rng.sample(list(replay), min(len(replay), round(len(rows) * share / (1 - share))))
-    lora = config.model.lora if config.trainer.lora else None
-    model, stats = training.sft(model, tokenizer, rows, config.trainer, seed=config.seed + t, lora=lora,
-                                dtype=config.model.dtype)
-    return model, {**stats, "ext_used": used, "n_train_rows": len(rows)}
-
-
-def resume_state(run: RunDir, config: Config) -> dict:
-    """The committed state a run goes on from ({} for a new run), once the directory is checked.
-
-    Raises InputError (one message, before any model loads) for a directory this config cannot
-    continue: another config's run, a damaged state.json or metrics.jsonl, or a missing file the
-    next round needs (the newest checkpoint and its picks). A finished run needs neither.
-    """
-    state = run.state()
-    if not state:
-        return {}
-    if state.get("config_hash") != config_hash(config):
-        raise ConfigError(f"{run.root} holds a run with a different config; resume it unchanged or use a new "
-                          "hydra.run.dir")
-    last = state["round"]
-    rounds = [row.get("round") for row in run.metrics()]
-    if rounds != list(range(last + 1)):
-        raise InputError(f"{run.metrics_path} holds rounds {rounds}, but state.json commits rounds 0..{last}; "
-                         "restore the file or start again in a new hydra.run.dir")
-    if last < config.rounds:  # round last+1 starts from round last's checkpoint and trains on its picks
-        picks = range(last + 1) if config.trainer.restart_from_base else [last]
-        for path in [run.model_dir(last), *(run.round_dir(t) / "selections.jsonl" for t in picks)]:
-            if not path.exists():
-                raise InputError(f"{path} is missing: round {last + 1} resumes from it; restore it or start again "
-                                 "in a new hydra.run.dir")
-    return state
-
-
-def run(config: Config, run_dir: Path, job_name: str) -> list[dict]:
-    """The whole loop; returns the rows of metrics.jsonl."""
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    run = RunDir(run_dir)
-    state = resume_state(run, config)
-    start = state.get("round", -1) + 1
-    if start > config.rounds:  # every round is committed: refit only, needing no model, data or teacher
-        log.info("run directory: %s (finished: round %d is committed, nothing to train)", run_dir, config.rounds)
-        tracker = Tracker(config.logger, config, run_dir, state.get("wandb_id"), job_name)
-        try:
-            tracker.catch_up(run)
-        except BaseException as err:
-            tracker.finish(exit_code=getattr(err, "exit_code", 1))
-            raise
-        return wrap_up(run, config, tracker, job_name)
-    eta = eta_schedule(config.schedule, config.rounds)
-    ext = allocate(eta, config.external.budget)
-    train, test = data.load_splits(config.dataset)
-    n_prompts = len(round_problems(train, config, 0))
-    if max(ext) > n_prompts:
-        raise ConfigError(f"external.budget={config.external.budget}: a round would use {max(ext)} external "
-                          f"items but has only {n_prompts} prompts")
-    log.info("run directory: %s (%s)", run_dir, f"resuming at round {start}" if start else "new run")
-
-    held_out = {p.question for p in test}
-    def load_base():
-        return models.load(config.model, config.dataset, held_out)
-    model, tokenizer = load_base() if start == 0 else models.load_pretrained(run.model_dir(start - 1), config.model)
-    gate, replay = organism_teaching(config, held_out)
-    verifier = Verifier(tokenizer, verifier_schema(tokenizer, config))
-    teacher = None
-    if config.external.source == "teacher" and any(ext[max(start, 1) - 1 :]):
-        teacher = make_teacher(config.external.teacher, config.dataset, config.generation, held_out).respond
-    tracker = Tracker(config.logger, config, run_dir, state.get("wandb_id"), job_name)
-    try:
-        tracker.summarize(gate)
-        tracker.catch_up(run)  # the committed rounds, however the last process ended
-        for t in range(start, config.rounds + 1):
-            seed_round(config.seed, t)
-            clock, stats = Stopwatch(), {"ext_used": 0}
-            if t > 0:
-                with clock("train"):
-                    model, stats = train_model(model, tokenizer, run, config, t, ext[t - 1], load_base, teacher,
-                                               replay)
-            problems = round_problems(train, config, t, run.metrics())  # a curriculum may read past acceptance
-            row, records = one_round(t, model, tokenizer, verifier, problems, test, config, clock)
-            row.update(eta=eta[t - 1] if t > 0 else 0.0, **stats, seconds=dict(clock.seconds))
-            with clock("checkpoint"):
-                models.save(model, tokenizer, run.model_dir(t))
-            run.commit_round(t, row, records, {"config_hash": config_hash(config), "wandb_id": tracker.run_id})
-            if config.keep_models == "last":
-                run.prune_models(keep=t)
-            tracker.log_round(row, records)
-            log.info("round %d | acc %.3f | U_s %.2f U_v %.2f G %.2f | acceptance %.2f | %.0fs", t, row["acc"],
-                     row["U_s"], row["U_v"], row["G"], row["acceptance"], sum(row["seconds"].values()))
-    except BaseException as err:
-        tracker.finish(exit_code=getattr(err, "exit_code", 1))  # 128 + the signal's number for Interrupted
-        raise
-    return wrap_up(run, config, tracker, job_name)
-
-
-def wrap_up(run: RunDir, config: Config, tracker: Tracker, job_name: str) -> list[dict]:
-    """The end of a run, or all a rerun of a finished run does: the levels plot, the fit, the tracker
-    (with the run's files as an artifact)."""
-    try:
-        plot_levels(run.metrics(), run.root / "plots" / "levels.png", job_name)
-        fit_callback(run.root, config, tracker)
-        tracker.log_run_data(run)
-    except BaseException as err:
-        tracker.finish(exit_code=getattr(err, "exit_code", 1))
-        raise
-    tracker.finish()
-    log.info("done: %s", run.root)
-    return run.metrics()
-
-
-def organism_teaching(config: Config, held_out: set[str]) -> tuple[dict[str, float], list[dict[str, str]]]:
-    """The organism's gate figures (for the W&B summary) and, when rounds replay them
-    (``trainer.verifier_replay``), its teaching verdicts; nothing for a named model."""
-    if config.model.name_or_path:
-        return {}, []
-    from sirt.organism import gate_summary, organism_path, verdict_rows
-
-    path = organism_path(config.model, config.dataset, held_out)
-    return gate_summary(path), verdict_rows(path) if config.trainer.verifier_replay > 0 else []
-
-
-def fit_callback(run_dir: Path, config: Config, tracker: Tracker) -> None:
-    """Fit paper 1's dynamics to the run; never fails the run (a failed fit says why in fit.json)."""
-    if not config.fit.enabled:
-        return
-    try:
-        from sirt.fitting import fit_run
-
-        report = fit_run(run_dir, forecast_k=config.fit.forecast_k, make_plots=config.fit.plots)
-    except Exception as err:
-        log.warning("fitting callback failed: %r", err)
-        return
-    joint = report.get("joint", {})
-    summary = {f"fit/{k}": v for k, v in joint.items() if isinstance(v, (int, float))}
-    summary.update({f"fit/r2_{q}": c["r2"] for q, c in report.get("curves", {}).items()
-                    if isinstance(c, dict) and "r2" in c})
-    summary["fit/status"] = report.get("status")
-    images = [run_dir / p for p in report.get("plots", {}).get("files", [])]
-    tracker.summarize(summary, images)
-    log.info("fit: %s", report.get("status"))
 
 
 def hydra_files(cfg: DictConfig) -> dict[str, str]:
@@ -314,7 +72,7 @@ def main(cfg: DictConfig) -> None:
     lock = None
     try:
         lock = lock_run_dir(run_dir)
-        config = validate(cfg)
+        config = validated(cfg)
         resume_state(RunDir(run_dir), config)  # refuses before the run's Hydra files are replaced
         if hydra_cfg.output_subdir is not None:
             keep_hydra_files(run_dir, hydra_cfg.output_subdir, hydra_files(cfg))

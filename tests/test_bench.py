@@ -12,21 +12,14 @@ import sys
 import pytest
 import torch
 
-from sirt import models
-from sirt.bench import (
-    ModelShape,
-    child_peak_rss_mb,
-    logprob_agreement,
-    matmul_flops_per_s,
-    naive_verdict,
-    parse_verdict,
-    passthrough,
-    response_ids,
-    verdict_agreement,
-)
-from sirt.config import GenerationSchema, TinySchema, VerifierSchema
-from sirt.generation import Sample, sample
-from sirt.verification import Verifier
+from sirt.config.schema import GenerationSchema, TinySchema, VerifierSchema
+from sirt.models.load import char_tokenizer, tiny_llama
+from sirt.perf.flops import ModelShape, matmul_flops_per_s
+from sirt.perf.memory import child_peak_rss_mb, passthrough
+from sirt.perf.naive import logprob_agreement, naive_verdict, parse_verdict, response_ids, verdict_agreement
+from sirt.stages.generation import sample
+from sirt.stages.samples import Sample
+from sirt.stages.verification import Verifier
 from tests.conftest import MICRO, ROOT, sirt_command
 
 TINY = TinySchema(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
@@ -41,13 +34,13 @@ MICRO_BENCH = [*MICRO, "rounds=1", "bench.threads=1", "bench.naive_prompts=2", "
 @pytest.fixture(scope="module")
 def random_model():
     """An untaught organism-shaped LM: enough to compare two ways of computing the same numbers."""
-    tokenizer = models.char_tokenizer()
-    return models.tiny_llama(TINY, len(tokenizer), seed=0).eval(), tokenizer
+    tokenizer = char_tokenizer()
+    return tiny_llama(TINY, len(tokenizer), seed=0).eval(), tokenizer
 
 
 def constant_model(tokenizer, token: str) -> torch.nn.Module:
     """A model whose next token is ``token`` whatever the input: a clear verdict by construction."""
-    model = models.tiny_llama(TINY, len(tokenizer), seed=0).eval()
+    model = tiny_llama(TINY, len(tokenizer), seed=0).eval()
     head = torch.nn.Linear(TINY.hidden_size, len(tokenizer), bias=True)
     torch.nn.init.zeros_(head.weight)
     with torch.no_grad():
@@ -97,7 +90,7 @@ def test_naive_and_fast_logprobs_agree_when_teacher_forced(random_model):
 @pytest.mark.parametrize("method,token,expected", [("tf", "y", 1.0), ("tf", "n", 0.0), ("qe", "9", 1.0),
                                                    ("qe", "0", 0.0)])
 def test_verification_paths_agree_on_clear_verdicts(method, token, expected):
-    tokenizer = models.char_tokenizer()
+    tokenizer = char_tokenizer()
     model = constant_model(tokenizer, token)
     cfg = VerifierSchema(method=method, words=["y", "n"])
     pairs = [(p, "3 #### 3") for p in PROMPTS]
@@ -116,7 +109,7 @@ def test_parse_verdict(text, method, expected):
 
 
 def test_response_ids_recovers_tokens_only_when_the_text_tells_them():
-    tokenizer = models.char_tokenizer()
+    tokenizer = char_tokenizer()
     ab = tokenizer("ab", add_special_tokens=False)["input_ids"]
     assert response_ids(tokenizer, Sample("ab", 3, 0.0), max_new_tokens=8) == [*ab, tokenizer.eos_token_id]
     assert response_ids(tokenizer, Sample("ab", 2, 0.0), max_new_tokens=2) == ab  # ran to the cap

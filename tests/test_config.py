@@ -10,7 +10,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from sirt.config import Config, ConfigError, validate
+from sirt.config.errors import ConfigError
+from sirt.config.schema import Config
+from sirt.loop.checks import validated as validate
 from tests.conftest import ROOT, sirt_command
 
 

@@ -11,11 +11,15 @@ from collections import Counter
 import pytest
 from hydra import compose, initialize_config_dir
 
-from sirt import curriculum, data
-from sirt.config import Config, ConfigError, CurriculumSchema, validate
+from sirt.config.errors import ConfigError
+from sirt.config.schema import Config, CurriculumSchema
+from sirt.loop.checks import validated as validate
+from sirt.plan import curriculum
+from sirt.tasks.arithmetic import arithmetic_split
+from sirt.tasks.problem import Problem
 from tests.conftest import MICRO, ROOT, sirt_command
 
-TRAIN = data.arithmetic_split(90, [2, 3, 4], 9, seed=7)
+TRAIN = arithmetic_split(90, [2, 3, 4], 9, seed=7)
 CURRICULA = ["mixture", "easy_to_hard", "hard_only", "custom"]
 
 
@@ -29,7 +33,7 @@ def history(*rates: dict[str, float]) -> list[dict]:
     return [{"round": t, "acceptance_level": r} for t, r in enumerate(rates)]
 
 
-def levels_of(problems: list[data.Problem]) -> Counter:
+def levels_of(problems: list[Problem]) -> Counter:
     return Counter(p.level for p in problems)
 
 

@@ -11,9 +11,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from sirt.config import ConfigError, InputError, ScheduleSchema
-from sirt.external import allocate, eta_schedule, training_rows
-from sirt.teacher import HTTPTeacher, teacher_schema
+from sirt.config.errors import ConfigError, InputError
+from sirt.config.schema import ScheduleSchema
+from sirt.loop.teacher import HTTPTeacher, teacher_schema
+from sirt.plan.schedule import allocate, eta_schedule
+from sirt.stages.external import training_rows
 
 
 @pytest.mark.parametrize("name", ["early", "uniform", "late", "custom"])

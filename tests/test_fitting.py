@@ -8,16 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sirt.fitting import (
-    MIN_ROUNDS,
-    fit_dG_vs_G,
-    fit_exponential,
-    fit_gamma,
-    fit_joint,
-    fit_power_law,
-    fit_run,
-)
-from sirt.theory import Dynamics, cross_improvement
+from sirt.theory.dynamics import Dynamics, cross_improvement
+from sirt.theory.fitting import MIN_ROUNDS, fit_dG_vs_G, fit_exponential, fit_gamma, fit_joint, fit_power_law
+from sirt.theory.report import fit_run
 
 ROOT = Path(__file__).resolve().parents[1]
 KNOWN = Dynamics(alpha=1.0, beta=0.4, k=0.5, b=0.05, U_s0=1.2, U_v0=0.9)

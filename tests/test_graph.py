@@ -7,11 +7,16 @@ import random
 import pytest
 from hydra import compose, initialize_config_dir
 
-from sirt import data, graph, organism
-from sirt.config import ConfigError, DatasetSchema, GraphSchema, ModelSchema, validate
+from sirt.config.errors import ConfigError
+from sirt.config.schema import DatasetSchema, GraphSchema, ModelSchema
+from sirt.loop import organism
+from sirt.loop.checks import validated as validate
+from sirt.tasks import graph
+from sirt.tasks.problem import Problem
+from sirt.tasks.registry import is_correct, load_splits
 from tests.conftest import ROOT
 
-TWO_ROUTES = data.Problem("ab bc ad dc ce | a>e", "#### abce", level=3, kind="path")
+TWO_ROUTES = Problem("ab bc ad dc ce | a>e", "#### abce", level=3, kind="path")
 
 
 def walks(edges: graph.Edges, node: str) -> list[list[str]]:
@@ -28,7 +33,7 @@ def test_problems_are_valid_levelled_and_short(level):
         edges, start, goal = graph.parse_question(problem.question)
         assert problem.kind == "path" and problem.level == level
         assert len(problem.question) < 120 and len(problem.answer) < 40
-        assert data.is_correct(problem.answer, problem)
+        assert is_correct(problem.answer, problem)
         assert len(graph.shortest_path(edges, start, goal)) == level + 1
         assert len({u for u, _ in edges} | {v for _, v in edges}) == 8
         # whichever out-edge a solver follows, it reaches the goal in exactly `level` hops
@@ -42,7 +47,7 @@ def test_chords_give_other_valid_paths_and_any_of_them_is_rewarded():
     for problem in problems:
         edges, start, _ = graph.parse_question(problem.question)
         for walk in walks(edges, start):
-            assert data.is_correct("#### " + "".join(walk), problem)
+            assert is_correct("#### " + "".join(walk), problem)
             alternatives += "#### " + "".join(walk) != problem.answer
     assert alternatives > 0
 
@@ -70,7 +75,7 @@ def test_invalid_paths_are_rejected(response, why):
 
 
 def test_a_walk_through_a_cycle_is_not_a_path():
-    problem = data.Problem("ab ba bc | a>c", "#### abc", level=2, kind="path")
+    problem = Problem("ab ba bc | a>c", "#### abc", level=2, kind="path")
     assert graph.path_is_valid("#### abc", problem)
     assert not graph.path_is_valid("#### ababc", problem)
 
@@ -91,11 +96,11 @@ def test_parse_rejects_other_text():
 
 def test_splits_are_seeded_disjoint_and_levelled():
     cfg = DatasetSchema(name="graph", levels=[2, 3, 4], n_train=60, n_test=40)
-    train, test = data.load_splits(cfg)
+    train, test = load_splits(cfg)
     assert (len(train), len(test)) == (60, 40)
     assert not {p.question for p in train} & {p.question for p in test}
     assert {p.level for p in train} == {2, 3, 4} and {p.kind for p in train + test} == {"path"}
-    assert data.load_splits(cfg) == (train, test)
+    assert load_splits(cfg) == (train, test)
 
 
 def composed(*overrides: str):
@@ -131,7 +136,7 @@ def test_another_n_train_holds_out_other_questions_and_gets_its_own_organism():
     small, large = (DatasetSchema(levels=[2, 3], n_train=n, n_test=100) for n in (40, 400))
     keys, tests = [], []
     for ds in (small, large):
-        train, test = data.load_splits(ds)
+        train, test = load_splits(ds)
         assert not {p.question for p in train} & {p.question for p in test}
         tests.append(test)
         keys.append(organism.organism_key(ModelSchema(), ds, {p.question for p in test}))

@@ -4,9 +4,9 @@ import math
 
 import pytest
 
-from sirt.generation import Sample
-from sirt.judging import verifier_quality, within_question_auc
-from sirt.uncertainty import solver_verifier_gap, standard_error
+from sirt.stages.judging import verifier_quality, within_question_auc
+from sirt.stages.samples import Sample
+from sirt.stages.uncertainty import solver_verifier_gap, standard_error
 
 
 def test_auc_counts_pairs_within_a_question_only():

@@ -17,8 +17,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from sirt import weights
-from sirt.config import Config, ConfigError, InputError, validate
+from sirt.config.errors import ConfigError, InputError
+from sirt.config.schema import Config
+from sirt.loop.checks import validated as validate
+from sirt.models import weights
 from tests.conftest import ROOT, sirt_command
 
 MODELS = ["llama3_8b", "llama3_2_3b", "phi4_mini", "phi3_5_mini", "phi3_mini", "hf", "smollm2_135m"]
@@ -97,7 +99,7 @@ def test_the_hf_config_needs_a_name():
 def test_vllm_backend_says_how_to_get_vllm():
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vllm is installed here")
-    from sirt.generation_vllm import import_vllm
+    from sirt.stages.generation_vllm import import_vllm
 
     with pytest.raises(InputError, match=r"pip install -e '\.\[vllm\]'"):
         import_vllm()
@@ -116,7 +118,7 @@ def smollm2_tokenizer(smollm2_config):
     """SmolLM2's tokenizer, read from the GGUF (seconds; the weights take ~30 s more)."""
     from transformers import AutoTokenizer
 
-    from sirt.models import prepare_tokenizer
+    from sirt.models.load import prepare_tokenizer
 
     source = weights.check_available(smollm2_config.model.name_or_path)
     return prepare_tokenizer(AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file))
@@ -131,7 +133,7 @@ def test_pkg_uri_names_the_gguf_inside_the_package():
 
 @needs_smollm2
 def test_smollm2_prompts_use_its_chat_template(smollm2_tokenizer, smollm2_config):
-    from sirt.prompts import solver_prompt
+    from sirt.models.prompts import solver_prompt
 
     prompt = solver_prompt("What is 2 + 3?", smollm2_tokenizer, smollm2_config)
     assert prompt.startswith("<|im_start|>system\n") and prompt.endswith("<|im_start|>assistant\n")
@@ -140,7 +142,7 @@ def test_smollm2_prompts_use_its_chat_template(smollm2_tokenizer, smollm2_config
 
 @needs_smollm2
 def test_first_token_ids_cover_smollm2_spellings(smollm2_tokenizer):
-    from sirt.verification import first_token_ids
+    from sirt.stages.verification import first_token_ids
 
     tokenizer = smollm2_tokenizer
     for word in ("yes", "no"):
@@ -156,14 +158,14 @@ def test_first_token_ids_cover_smollm2_spellings(smollm2_tokenizer):
 @pytest.mark.slow
 @needs_smollm2
 def test_smollm2_loads_samples_to_its_turn_end_and_verifies(smollm2_config):
-    from sirt import models
-    from sirt.config import GenerationSchema
-    from sirt.generation import sample
-    from sirt.prompts import solver_prompt, verifier_schema
-    from sirt.verification import Verifier
+    from sirt.config.schema import GenerationSchema
+    from sirt.loop.organism import load_model as load
+    from sirt.models.prompts import solver_prompt, verifier_schema
+    from sirt.stages.generation import sample
+    from sirt.stages.verification import Verifier
 
     config = smollm2_config
-    model, tokenizer = models.load(config.model, config.dataset, set())
+    model, tokenizer = load(config.model, config.dataset, set())
     assert type(model).__name__ == "LlamaForCausalLM" and tokenizer.eos_token == "<|im_end|>"
     prompt = solver_prompt("Tom has 3 apples and buys 4 more. How many apples does he have?", tokenizer, config)
     [[greedy]] = sample(model, tokenizer, [prompt], GenerationSchema(max_new_tokens=48), n=1, greedy=True)
@@ -176,7 +178,7 @@ def test_smollm2_loads_samples_to_its_turn_end_and_verifies(smollm2_config):
 
 @needs_smollm2
 def test_end_of_turn_comes_from_the_chat_template(smollm2_tokenizer, smollm2_config):
-    from sirt.prompts import end_of_turn
+    from sirt.models.prompts import end_of_turn
 
     assert end_of_turn(smollm2_tokenizer, smollm2_config.model) == "<|im_end|>"
     mismatched = copy.deepcopy(smollm2_tokenizer)

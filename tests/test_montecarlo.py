@@ -13,9 +13,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from sirt import montecarlo
-from sirt.config import ConfigError
+from sirt.config.errors import ConfigError
 from sirt.simulate import simulate
+from sirt.theory import montecarlo
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["mode=curriculum", "mc.seeds=20", "T=6"]

@@ -22,9 +22,11 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from sirt import data
-from sirt.config import ConfigError, DatasetSchema, InputError, validate
-from sirt.tracking import lock_run_dir
+from sirt.config.errors import ConfigError, InputError
+from sirt.config.schema import DatasetSchema
+from sirt.config.validate import validate
+from sirt.runs.rundir import lock_run_dir
+from sirt.tasks.registry import load_splits
 from tests.conftest import MICRO, ROOT, sirt_command
 
 # The micro loop, one round, no W&B and no fit. The gate overrides let the micro organism (too
@@ -84,7 +86,7 @@ def hydra_files(run_dir: Path) -> dict[str, bytes]:
 
 def test_the_lock_names_its_holder_and_dies_with_it(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from sirt.tracking import lock_run_dir; "
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from sirt.runs.rundir import lock_run_dir; "
          "lock_run_dir(Path(sys.argv[1])); print('locked', flush=True); time.sleep(300)", str(tmp_path)],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
@@ -147,13 +149,13 @@ BAD_IDS = ["empty", "blank-lines", "not-json", "not-utf8", "not-an-object", "mis
            "no-final-answer"]
 
 
-@pytest.mark.parametrize("name", ["gsm8k", "arithmetic"])  # sirt.tasks' loader and data's plain JSONL reader
+@pytest.mark.parametrize("name", ["gsm8k", "arithmetic"])  # sirt.tasks.benchmarks' loader and data's plain JSONL reader
 @pytest.mark.parametrize(("content", "problem", "line"), BAD_FILES, ids=BAD_IDS)
 def test_bad_data_files_are_refused_naming_file_and_line(tmp_path, name, content, problem, line):
     rows = content if name == "gsm8k" else content.replace(b"<<", b"").replace(b">>", b"")
     cfg = DatasetSchema(name=name, path=write_splits(tmp_path, "bad", rows))
     with pytest.raises(InputError) as err:
-        data.load_splits(cfg)
+        load_splits(cfg)
     message = str(err.value)
     assert message.startswith(str(tmp_path / "bad_train.jsonl")) and problem in message, message
     assert (f": line {line}:" in message) if line else (": line " not in message), message
@@ -162,7 +164,7 @@ def test_bad_data_files_are_refused_naming_file_and_line(tmp_path, name, content
 def test_a_bad_test_file_is_named_too(tmp_path):
     cfg = DatasetSchema(name="gsm8k", path=write_splits(tmp_path, "x", jsonl(ROWS), test=b"{\n"))
     with pytest.raises(InputError, match=r"x_test\.jsonl: line 1: not JSON"):
-        data.load_splits(cfg)
+        load_splits(cfg)
 
 
 def test_duplicates_and_train_test_overlap_are_dropped_with_a_warning(tmp_path, caplog):
@@ -170,8 +172,8 @@ def test_duplicates_and_train_test_overlap_are_dropped_with_a_warning(tmp_path, 
     train_rows = [ROWS[0], ROWS[1], ROWS[0], spaced, ROWS[2], ROWS[3]]  # 2 duplicates, ROWS[2:] are in test
     cfg = DatasetSchema(name="gsm8k", path=write_splits(tmp_path, "d", jsonl(train_rows), jsonl(ROWS[2:] * 2)),
                         n_train=100, n_test=100)
-    with caplog.at_level(logging.WARNING, logger="sirt.data"):
-        train_set, test_set = data.load_splits(cfg)
+    with caplog.at_level(logging.WARNING, logger="sirt.tasks.registry"):
+        train_set, test_set = load_splits(cfg)
     assert sorted(p.question for p in train_set) == sorted(r["question"] for r in ROWS[:2])
     assert sorted(p.question for p in test_set) == sorted(r["question"] for r in ROWS[2:])
     warnings = " | ".join(r.getMessage() for r in caplog.records)
@@ -183,7 +185,7 @@ def test_duplicates_and_train_test_overlap_are_dropped_with_a_warning(tmp_path, 
 def test_a_train_file_that_is_all_test_questions_is_refused(tmp_path):
     cfg = DatasetSchema(name="gsm8k", path=write_splits(tmp_path, "same", jsonl(ROWS[2:])))
     with pytest.raises(InputError, match="no train question is left"):
-        data.load_splits(cfg)
+        load_splits(cfg)
 
 
 @pytest.mark.slow

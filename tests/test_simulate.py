@@ -9,9 +9,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from sirt.config import ConfigError
+from sirt.config.errors import ConfigError
 from sirt.simulate import simulate
-from sirt.theory import Dynamics
+from sirt.theory.dynamics import Dynamics
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,13 +9,16 @@ import random
 import pytest
 import torch
 
-from sirt import data
-from sirt.evaluation import mean_pass_at_k, pass_at_k
-from sirt.generation import Sample
-from sirt.models import char_tokenizer
-from sirt.selection import best_of_n, verifier_choice
-from sirt.uncertainty import solver_verifier_gap
-from sirt.verification import first_token_ids, qe_scores, tf_scores
+from sirt.models.load import char_tokenizer
+from sirt.stages.evaluation import mean_pass_at_k, pass_at_k
+from sirt.stages.samples import Sample
+from sirt.stages.selection import best_of_n, verifier_choice
+from sirt.stages.uncertainty import solver_verifier_gap
+from sirt.stages.verification import first_token_ids, qe_scores, tf_scores
+from sirt.tasks.arithmetic import arithmetic_problem, solve_chain
+from sirt.tasks.problem import Problem, extract_answer
+from sirt.tasks.registry import is_correct
+from sirt.tasks.rows import rows_to_problems
 
 
 def test_best_of_n_takes_lowest_normalised_nll_among_accepted():
@@ -91,46 +94,46 @@ def test_mean_pass_at_k_skips_k_above_n():
      ("#### 2.50", "2.5"), ("no answer", None), ("#### 3 then #### 4", "3")],
 )
 def test_extract_answer(text, expected):
-    assert data.extract_answer(text) == expected
+    assert extract_answer(text) == expected
 
 
 def test_arithmetic_problems_are_correct_and_levelled():
     rng = random.Random(0)
     for level in (1, 2, 3, 4, 5):
         for _ in range(50):
-            p = data.arithmetic_problem(rng, level, 9)
+            p = arithmetic_problem(rng, level, 9)
             assert p.question.count("+") + p.question.count("-") == level
             assert int(p.target) == eval(p.question)
-            assert data.is_correct(p.answer, p)
-            assert not data.is_correct(p.answer.replace(f"#### {p.target}", f"#### {int(p.target) + 1}"), p)
+            assert is_correct(p.answer, p)
+            assert not is_correct(p.answer.replace(f"#### {p.target}", f"#### {int(p.target) + 1}"), p)
 
 
 def test_malformed_rows_are_named():
     with pytest.raises(ValueError, match="row 1"):
-        data.rows_to_problems([{"question": "q", "answer": "#### 1"}, {"question": "q"}], "x.jsonl")
+        rows_to_problems([{"question": "q", "answer": "#### 1"}, {"question": "q"}], "x.jsonl")
     with pytest.raises(ValueError, match="####"):
-        data.rows_to_problems([{"question": "q", "answer": "42"}], "x.jsonl")
+        rows_to_problems([{"question": "q", "answer": "42"}], "x.jsonl")
 
 
 def test_the_habit_stops_one_line_early():
-    right, slipped = data.solve_chain("1+2+3+4"), data.solve_chain("1+2+3+4", slip=lambda: True)
+    right, slipped = solve_chain("1+2+3+4"), solve_chain("1+2+3+4", slip=lambda: True)
     assert right == "3+3+4;6+4;10 #### 10" and slipped == "3+3+4;6+4 #### 6"  # answer = last line's leading number
-    assert data.solve_chain("7+9-8", slip=lambda: True) == "16-8;8 #### 8"  # two operations: no chance to slip
-    assert data.solve_chain("7+9") == "16 #### 16"
+    assert solve_chain("7+9-8", slip=lambda: True) == "16-8;8 #### 8"  # two operations: no chance to slip
+    assert solve_chain("7+9") == "16 #### 16"
 
 
 def test_verifier_is_taught_right_and_wrong_answers_of_the_same_question():
-    from sirt.config import DatasetSchema
-    from sirt.organism import verify_rows
+    from sirt.config.schema import DatasetSchema
+    from sirt.loop.organism import verify_rows
 
-    mixed, solved = data.Problem("1+2+3+4", data.solve_chain("1+2+3+4"), 3), data.Problem("2+2", "#### 4", 1)
-    unsolved = data.Problem("1+1+1+1", data.solve_chain("1+1+1+1"), 3)
-    habit_free = data.Problem("5+2+1+1", data.solve_chain("5+2+1+1"), 3)
+    mixed, solved = Problem("1+2+3+4", solve_chain("1+2+3+4"), 3), Problem("2+2", "#### 4", 1)
+    unsolved = Problem("1+1+1+1", solve_chain("1+1+1+1"), 3)
+    habit_free = Problem("5+2+1+1", solve_chain("5+2+1+1"), 3)
     responses = [["3+3+4;6+4;10 #### 10", "3+3+4;6+4;10 #### 10", "3+3+4;6+4 #### 6", "3+3+4;6+4;11 #### 11",
                   "3+3+4;6+4;7 #### 7"],
                  ["#### 4", "#### 4"],  # no wrong answer, and no habit at one operation: it teaches nothing
                  ["2+1+1;3+1;9 #### 9"],  # no right answer: the reference is its partner
-                 [data.solve_chain("5+2+1+1")] * 2]  # all right: the habit answer is its wrong partner
+                 [solve_chain("5+2+1+1")] * 2]  # all right: the habit answer is its wrong partner
     rows = verify_rows([mixed, solved, unsolved, habit_free], responses, DatasetSchema(), random.Random(0))
     tf = [(r["prompt"].split("\nA: ")[0], r["prompt"].split("\nA: ")[1].removesuffix("\nCorrect? "), r["completion"])
           for r in rows if r["prompt"].endswith("Correct? ")]
@@ -138,16 +141,16 @@ def test_verifier_is_taught_right_and_wrong_answers_of_the_same_question():
     mixed_tf = [(r, c) for q, r, c in tf if q == "Q: 1+2+3+4"]
     assert ("3+3+4;6+4 #### 6", "no") in mixed_tf and ("3+3+4;6+4;10 #### 10", "yes") in mixed_tf
     assert len(mixed_tf) == 4  # the habit and one other distinct wrong answer, each next to a right one
-    assert ("Q: 1+1+1+1", data.solve_chain("1+1+1+1"), "yes") in tf
-    assert ("Q: 5+2+1+1", data.solve_chain("5+2+1+1", slip=lambda: True), "no") in tf
+    assert ("Q: 1+1+1+1", solve_chain("1+1+1+1"), "yes") in tf
+    assert ("Q: 5+2+1+1", solve_chain("5+2+1+1", slip=lambda: True), "no") in tf
     assert sum(c == "yes" for _, _, c in tf) == sum(c == "no" for _, _, c in tf)  # balanced within every question
 
 
 def test_garbled_answers_are_taught_as_wrong_next_to_their_right_partner():
-    from sirt.config import DatasetSchema
-    from sirt.organism import verify_rows
+    from sirt.config.schema import DatasetSchema
+    from sirt.loop.organism import verify_rows
 
-    problem = data.Problem("1+2+3+4", data.solve_chain("1+2+3+4"), 3)
+    problem = Problem("1+2+3+4", solve_chain("1+2+3+4"), 3)
     right = "3+3+4;6+4;10 #### 10"
     responses = [[right, "3+3+4;6+4 #### 6"]]
     rows = verify_rows([problem], responses, DatasetSchema(), random.Random(0), garble_rate=1.0)

@@ -12,10 +12,14 @@ import re
 
 import pytest
 
-from sirt import data, prontoqa, tasks
-from sirt.config import ChatSchema, Config, ConfigError, DatasetSchema, HubSchema, InputError, ModelSchema
-from sirt.models import char_tokenizer
-from sirt.prompts import solver_prompt, verifier_schema
+from sirt.config.errors import ConfigError, InputError
+from sirt.config.schema import ChatSchema, Config, DatasetSchema, HubSchema, ModelSchema
+from sirt.models.load import char_tokenizer
+from sirt.models.prompts import solver_prompt, verifier_schema
+from sirt.tasks import prontoqa
+from sirt.tasks.benchmarks import DatasetUnavailable
+from sirt.tasks.problem import Problem
+from sirt.tasks.registry import is_correct, load_splits
 from tests.conftest import ROOT
 
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -25,11 +29,11 @@ CHATML = (  # a ChatML template like SmolLM2's, on the project's own character t
 )
 
 
-def fixture_splits(name: str, **overrides) -> tuple[list[data.Problem], list[data.Problem]]:
+def fixture_splits(name: str, **overrides) -> tuple[list[Problem], list[Problem]]:
     cfg = DatasetSchema(name=name, path=str(FIXTURES / f"{name}_{{split}}.jsonl"), n_train=100, n_test=100)
     for key, value in overrides.items():
         setattr(cfg, key, value)
-    return data.load_splits(cfg)
+    return load_splits(cfg)
 
 
 @pytest.mark.parametrize(("name", "kind", "sizes"), [("gsm8k", "gsm8k", (10, 8)), ("math", "math", (4, 4)),
@@ -39,7 +43,7 @@ def test_each_loader_reads_its_fixture(name, kind, sizes):
     assert (len(train), len(test)) == sizes
     for problem in train + test:
         assert problem.kind == kind
-        assert data.is_correct(problem.answer, problem), problem  # every reference passes its own checker
+        assert is_correct(problem.answer, problem), problem  # every reference passes its own checker
         assert problem.level >= 0
 
 
@@ -67,21 +71,21 @@ def test_a_malformed_row_is_named(tmp_path):
     (tmp_path / "bad_test.jsonl").write_text('{"question": "q", "answer": "#### 1"}\n')
     cfg = DatasetSchema(name="gsm8k", path=str(tmp_path / "bad_{split}.jsonl"))
     with pytest.raises(InputError, match=r"bad_train\.jsonl: line 1: .*####"):
-        data.load_splits(cfg)
+        load_splits(cfg)
 
 
 def test_a_missing_local_file_and_an_unreachable_hub_fail_with_one_message():
     with pytest.raises(InputError, match="does not exist"):
-        data.load_splits(DatasetSchema(name="math", path="/nonexistent/math_{split}.jsonl"))
-    with pytest.raises(tasks.DatasetUnavailable, match=r"dataset\.path="):  # HF_HUB_OFFLINE=1 (conftest)
-        data.load_splits(DatasetSchema(name="gsm8k", hub=HubSchema(id="openai/gsm8k", configs=["main"])))
+        load_splits(DatasetSchema(name="math", path="/nonexistent/math_{split}.jsonl"))
+    with pytest.raises(DatasetUnavailable, match=r"dataset\.path="):  # HF_HUB_OFFLINE=1 (conftest)
+        load_splits(DatasetSchema(name="gsm8k", hub=HubSchema(id="openai/gsm8k", configs=["main"])))
 
 
 # --- answer checkers ----------------------------------------------------------------------------------
 
 
-def gsm8k(gold: str) -> data.Problem:
-    return data.Problem("q", f"work\n#### {gold}", 1, kind="gsm8k")
+def gsm8k(gold: str) -> Problem:
+    return Problem("q", f"work\n#### {gold}", 1, kind="gsm8k")
 
 
 @pytest.mark.parametrize(("response", "gold", "ok"), [
@@ -103,11 +107,11 @@ def gsm8k(gold: str) -> data.Problem:
     ("I cannot solve this.", "12", False),
 ])
 def test_gsm8k_checker_hard_cases(response, gold, ok):
-    assert data.is_correct(response, gsm8k(gold)) is ok
+    assert is_correct(response, gsm8k(gold)) is ok
 
 
-def math_problem(boxed: str) -> data.Problem:
-    return data.Problem("q", f"Hence the answer is $\\boxed{{{boxed}}}$.", 1, kind="math")
+def math_problem(boxed: str) -> Problem:
+    return Problem("q", f"Hence the answer is $\\boxed{{{boxed}}}$.", 1, kind="math")
 
 
 @pytest.mark.parametrize(("response", "boxed", "ok"), [
@@ -121,7 +125,7 @@ def math_problem(boxed: str) -> data.Problem:
     ("I do not know.", "5", False),
 ])
 def test_math_checker_reads_boxed_latex(response, boxed, ok):
-    assert data.is_correct(response, math_problem(boxed)) is ok
+    assert is_correct(response, math_problem(boxed)) is ok
 
 
 @pytest.mark.parametrize(("response", "gold", "ok"), [
@@ -132,7 +136,7 @@ def test_math_checker_reads_boxed_latex(response, boxed, ok):
     ("No verdict here.", "True", False),
 ])
 def test_prontoqa_checker(response, gold, ok):
-    assert data.is_correct(response, data.Problem("q", f"#### {gold}", 1, kind="truefalse")) is ok
+    assert is_correct(response, Problem("q", f"#### {gold}", 1, kind="truefalse")) is ok
 
 
 # --- generated ProntoQA -------------------------------------------------------------------------------
@@ -175,11 +179,11 @@ def test_generated_prontoqa_answers_follow_from_the_context():
 
 def test_generated_prontoqa_splits_are_disjoint_and_self_consistent():
     cfg = DatasetSchema(name="prontoqa", levels=[1, 3, 5], n_train=60, n_test=30)
-    train, test = data.load_splits(cfg)
+    train, test = load_splits(cfg)
     assert len(train) == 60 and len(test) == 30
     assert not {p.question for p in train} & {p.question for p in test}
     assert {p.level for p in train} <= {1, 3, 5}
-    assert all(data.is_correct(p.answer, p) for p in train + test)
+    assert all(is_correct(p.answer, p) for p in train + test)
     assert all(p.answer.endswith(("#### True", "#### False")) and "So " in p.answer for p in train)
 
 

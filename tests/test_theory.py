@@ -6,7 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from sirt.theory import Dynamics, cross_improvement, integrate
+from sirt.theory.dynamics import Dynamics, cross_improvement, integrate
 
 MODELS = [
     Dynamics(alpha=1.0, beta=0.4, k=0.5, b=0.05, U_s0=1.2, U_v0=0.9),

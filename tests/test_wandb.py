@@ -1,4 +1,4 @@
-"""What reaches W&B, read back from the offline run files (sirt.wandb_files), not from mocks: every committed
+"""What reaches W&B, read back from the offline run files (sirt.runs.wandb_files), not from mocks: every committed
 round exactly once however the process ends, flattened rows, signals, the run-data artifact, system metrics,
 the compare run and the dashboard layout."""
 
@@ -16,8 +16,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from sirt.compare import group_of
-from sirt.tracking import flatten, read_jsonl, sweep_group
-from sirt.wandb_files import history, offline_runs, read_run
+from sirt.runs.files import read_jsonl
+from sirt.runs.tracker import flatten, sweep_group
+from sirt.runs.wandb_files import history, offline_runs, read_run
 from tests.conftest import MICRO, ROOT, sirt_command
 from tests.test_compare import write_job
 

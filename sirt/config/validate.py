@@ -1,0 +1,104 @@
+"""The check that runs before anything heavy: merge into the schema, then range checks.
+
+Only the config is read here; checks that need the domain (a schedule's sum, a curriculum, weights on
+disk) run in :mod:`sirt.loop.checks`. Each failure is one :class:`ConfigError` naming the field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from sirt.config.errors import ConfigError
+from sirt.config.schema import Config, TeacherSchema
+
+CHOICES = {
+    "verifier.method": ("tf", "qe"),
+    "generation.backend": ("transformers", "vllm"),
+    "schedule.name": ("none", "early", "uniform", "late", "custom"),
+    "external.source": ("gold", "teacher", "oracle"),
+    "logger.name": ("wandb", "none"),
+    "logger.mode": ("offline", "online", "disabled"),
+    "keep_models": ("last", "all"),
+    "curriculum.name": ("none", "mixture", "easy_to_hard", "hard_only", "custom"),
+    "model.dtype": ("auto", "float32", "bfloat16", "float16"),
+}
+
+
+def _check(ok: bool, name: str, value: Any, why: str) -> None:
+    if not ok:
+        raise ConfigError(f"{name}={value!r}: {why}")
+
+
+def _checks(c: Config) -> None:
+    """Range checks that a dataclass type cannot express."""
+    for name, allowed in CHOICES.items():
+        value = OmegaConf.select(OmegaConf.structured(c), name)
+        _check(value in allowed, name, value, f"must be one of {', '.join(allowed)}")
+    _check(c.rounds >= 1, "rounds", c.rounds, "must be >= 1")
+    _check(c.threads >= 0, "threads", c.threads, "must be >= 0 (0 = torch's default)")
+    _check(c.prompts_per_round >= 0, "prompts_per_round", c.prompts_per_round, "must be >= 0 (0 = all)")
+    _check(c.generation.n_samples >= 1, "generation.n_samples", c.generation.n_samples, "N must be >= 1")
+    _check(c.generation.max_new_tokens >= 1, "generation.max_new_tokens", c.generation.max_new_tokens, "must be >= 1")
+    _check(c.generation.temperature > 0, "generation.temperature", c.generation.temperature, "must be > 0")
+    _check(0 < c.generation.top_p <= 1, "generation.top_p", c.generation.top_p, "must be in (0, 1]")
+    _check(all(k >= 1 for k in c.generation.pass_k), "generation.pass_k", c.generation.pass_k, "all k >= 1")
+    _check(all(k <= c.generation.n_samples for k in c.generation.pass_k), "generation.pass_k", c.generation.pass_k,
+           f"pass@k needs k <= generation.n_samples={c.generation.n_samples}")
+    _check(0.0 <= c.verifier.sigma <= 1.0, "verifier.sigma", c.verifier.sigma, "sigma must be in [0, 1]")
+    _check(len(c.verifier.words) == 2, "verifier.words", c.verifier.words, "need [true_word, false_word]")
+    _check(len(c.verifier.ratings) >= 2, "verifier.ratings", c.verifier.ratings, "need >= 2 rating tokens")
+    _check(c.trainer.lr > 0, "trainer.lr", c.trainer.lr, "learning rate must be > 0")
+    _check(c.trainer.epochs > 0 or c.trainer.max_steps > 0, "trainer.epochs", c.trainer.epochs, "must be > 0")
+    _check(c.trainer.batch_size >= 1, "trainer.batch_size", c.trainer.batch_size, "must be >= 1")
+    _check(c.model.lora.r >= 1, "model.lora.r", c.model.lora.r, "LoRA rank must be >= 1")
+    _check(c.external.budget >= 0, "external.budget", c.external.budget, "must be >= 0")
+    _check(c.dataset.n_train >= 1, "dataset.n_train", c.dataset.n_train, "must be >= 1")
+    _check(c.dataset.n_test >= 1, "dataset.n_test", c.dataset.n_test, "must be >= 1")
+    _check(c.dataset.path is None or "{split}" in c.dataset.path, "dataset.path", c.dataset.path,
+           "a pattern with {split} (e.g. DIR/gsm8k_{split}.jsonl): train and test are read from two files")
+    _check(bool(c.dataset.levels) and min(c.dataset.levels) >= 1, "dataset.levels", c.dataset.levels, "levels >= 1")
+    if c.dataset.name == "graph":
+        _check(max(c.dataset.levels) < c.dataset.graph.nodes <= 26, "dataset.graph.nodes", c.dataset.graph.nodes,
+               f"must be in max(dataset.levels)+1..26 (one letter a node, {max(c.dataset.levels)} hops)")
+        _check(c.dataset.graph.chords >= 0, "dataset.graph.chords", c.dataset.graph.chords, "must be >= 0")
+    _check(0 <= c.model.teach.replay_fraction < 1, "model.teach.replay_fraction", c.model.teach.replay_fraction,
+           "must be in [0, 1)")
+    _check(0 <= c.trainer.verifier_replay < 1, "trainer.verifier_replay", c.trainer.verifier_replay,
+           "must be in [0, 1)")
+    _check(c.trainer.verifier_replay == 0 or not c.model.name_or_path, "trainer.verifier_replay",
+           c.trainer.verifier_replay, "replays the organism's teaching verdicts; must be 0 for a named model")
+    t = c.model.teach
+    _check(t.gate_problems >= 1 and t.gate_samples >= 2, "model.teach.gate_problems", t.gate_problems,
+           "the gate needs >= 1 problem and gate_samples >= 2")
+    _check(t.gate_extensions >= 0, "model.teach.gate_extensions", t.gate_extensions, "must be >= 0")
+    _check(c.fit.forecast_k >= 3, "fit.forecast_k", c.fit.forecast_k, "must be >= 3")
+    _check(c.logger.stats_interval > 0, "logger.stats_interval", c.logger.stats_interval, "seconds, must be > 0")
+    _check(0 < c.generation.vllm.gpu_memory_utilization <= 1, "generation.vllm.gpu_memory_utilization",
+           c.generation.vllm.gpu_memory_utilization, "must be in (0, 1]")
+    if c.external.source == "teacher":
+        try:
+            teacher_schema(c.external.teacher)
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"external.teacher: {err}") from None
+
+
+def teacher_schema(raw: dict) -> TeacherSchema:
+    """Validate the free-form ``external.teacher`` block against :class:`TeacherSchema`."""
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TeacherSchema), raw))
+
+def validate(cfg: DictConfig) -> Config:
+    """Merge the composed config into the schema and check it; raises ConfigError."""
+    missing = sorted(OmegaConf.missing_keys(cfg))  # checked first: merging '???' keeps the schema default
+    if missing:
+        raise ConfigError(f"{missing[0]}: a value is required (e.g. {missing[0]}=...)")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(Config), cfg)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "config"
+        raise ConfigError(f"{key}: {err.msg if hasattr(err, 'msg') else err}") from None
+    config: Config = OmegaConf.to_object(merged)
+    _checks(config)
+    return config

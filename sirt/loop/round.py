@@ -1,0 +1,99 @@
+"""PLACEHOLDER"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections import defaultdict
+
+import torch
+
+from sirt.config.schema import Config
+from sirt.models.prompts import solver_prompt
+from sirt.runs.rundir import RunDir
+from sirt.stages import evaluation, training
+from sirt.stages.external import training_rows
+from sirt.stages.generation import sampler
+from sirt.stages.judging import verifier_quality
+from sirt.stages.selection import select
+from sirt.stages.uncertainty import solver_verifier_gap
+from sirt.tasks.registry import is_correct
+
+
+class Stopwatch:
+    """Seconds per stage of a round (the ``seconds`` dict of metrics.jsonl)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        start = time.perf_counter()
+        yield
+        self.seconds[stage] += time.perf_counter() - start
+
+
+def seed_round(seed: int, t: int) -> None:
+    """Seed every generator from (seed, round), so a resumed round repeats an uninterrupted one."""
+    s = seed * 1009 + t
+    random.seed(s)
+    torch.manual_seed(s)
+
+
+def one_round(t, model, tokenizer, verifier, problems, test, config: Config, clock: Stopwatch):
+    """Measure model_t on the round's prompts and pick next round's data: (row, selections)."""
+    gen = config.generation
+    prompts = [solver_prompt(p.question, tokenizer, config) for p in problems]
+    with clock("generate"):
+        samples = sampler(gen)(model, tokenizer, prompts, gen, desc=f"round {t}: generate")
+    with clock("verify"):
+        pairs = [(p, s.text) for p, row in zip(prompts, samples) for s in row]
+        flat = verifier.score(model, pairs, desc=f"round {t}: verify")
+        N = gen.n_samples
+        scores = [flat[i * N : (i + 1) * N] for i in range(len(prompts))]
+    with clock("select"):
+        records = select(prompts, problems, samples, scores, config.verifier.sigma)
+        picks = [r for r in records if r["pick"] is not None]
+    with clock("eval"):
+        greedy = sampler(gen)(model, tokenizer, [solver_prompt(p.question, tokenizer, config) for p in test],
+                        gen, n=1, greedy=True, desc=f"round {t}: eval")
+        correct = [is_correct(g[0].text, p) for g, p in zip(greedy, test)]
+    gap = solver_verifier_gap(samples, [row[r["verifier_choice"]] for row, r in zip(samples, records)])
+    levels = [r["level"] for r in records]
+    row = {
+        "round": t,
+        "acc": evaluation.accuracy(correct),
+        "acc_level": evaluation.level_accuracy(correct, [p.level for p in test]),
+        "acceptance_level": evaluation.level_accuracy([r["pick"] is not None for r in records], levels),
+        "n_selected_level": {str(lv): sum(r["pick"] is not None for r in records if r["level"] == lv)
+                             for lv in sorted(set(levels))},
+        "pass_at_k": evaluation.mean_pass_at_k([r["correct"] for r in records], gen.pass_k),
+        **gap,
+        "acceptance": len(picks) / len(records),
+        **verifier_quality(records),
+        "n_selected": len(picks),
+        "tokens_generated": sum(s.n_tokens for row in samples for s in row),
+    }
+    return row, records
+
+
+def train_model(model, tokenizer, run: RunDir, config: Config, t: int, ext_items: int, load_base, teacher,
+                replay: list[dict[str, str]] = ()):
+    """model_t: SFT on round t-1's picks (+ external items), or from the base on all picks so far.
+
+    ``replay``: verdict rows mixed in as a share ``trainer.verifier_replay`` of the round's rows
+    (the organism only; a deviation from paper 1, which trains on the picks alone).
+    """
+    rng = random.Random(config.seed * 104729 + t)
+    rows, used = training_rows(run.selections(t - 1), ext_items, config.external.source, rng, teacher)
+    if config.trainer.restart_from_base:  # STaR style: every round restarts on everything so far
+        rows = [r for s in range(t - 1) for r in training_rows(run.selections(s), 0, "gold", rng)[0]] + rows
+        model = load_base()
+    share = config.trainer.verifier_replay
+    if share > 0 and rows and replay:
+        rows = rows + rng.sample(list(replay), min(len(replay), round(len(rows) * share / (1 - share))))
+    lora = config.model.lora if config.trainer.lora else None
+    model, stats = training.sft(model, tokenizer, rows, config.trainer, seed=config.seed + t, lora=lora,
+                                dtype=config.model.dtype)
+    return model, {**stats, "ext_used": used, "n_train_rows": len(rows)}

@@ -1,0 +1,129 @@
+"""The run directory, the contract every part reads and writes.
+
+Every file is replaced atomically (write a temporary file, then ``os.replace``), and
+``state.json`` is written last in a round: it is the commit point. A run killed at any
+moment therefore resumes from the last round whose state was committed, and rows or files
+of a half-finished round are overwritten when that round is redone.
+
+One process at a time works in a run directory: :func:`lock_run_dir` holds ``<run>/.lock``
+for the life of the run. A file that cannot be read (a damaged ``state.json`` or
+``metrics.jsonl``) is an :class:`~sirt.config.errors.InputError` naming it, not a traceback.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from sirt.config.errors import InputError
+from sirt.runs.files import read_jsonl, to_jsonl, write_atomic
+
+
+def finished_job(job_dir: Path) -> tuple[list[dict[str, Any]], DictConfig, dict[str, Any]] | None:
+    """A sweep job's rows of metrics.jsonl, composed config and joint fit (``{}`` without fit.json);
+    None for a directory that holds no completed round. What the sweep tables (compare, robustness) read."""
+    rows = read_jsonl(job_dir / "metrics.jsonl")
+    if not rows:
+        return None
+    cfg = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
+    fit_path = job_dir / "fit.json"
+    joint = json.loads(fit_path.read_text()).get("joint", {}) if fit_path.exists() else {}
+    return rows, cfg, joint
+
+
+class RunDir:
+    """``<run>/metrics.jsonl``, ``state.json``, ``rounds/<t>/`` — see DESIGN.md."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.metrics_path = self.root / "metrics.jsonl"
+        self.state_path = self.root / "state.json"
+
+    def round_dir(self, t: int) -> Path:
+        return self.root / "rounds" / str(t)
+
+    def model_dir(self, t: int) -> Path:
+        return self.round_dir(t) / "model"
+
+    def state(self) -> dict[str, Any]:
+        """What resume needs; empty for a new run. A damaged state.json is an InputError."""
+        if not self.state_path.exists():
+            return {}
+        try:
+            state = json.loads(self.state_path.read_text(errors="replace"))
+            if not isinstance(state, dict) or not isinstance(state.get("round"), int):
+                raise ValueError("no committed round")
+        except ValueError as err:
+            raise InputError(f"{self.state_path} is damaged ({err}): the run cannot be resumed; restore it or "
+                             "start again in a new hydra.run.dir") from None
+        return state
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """Rows of committed rounds only (a row written after the last commit is dropped)."""
+        last = self.state().get("round", -1)
+        return [row for row in read_jsonl(self.metrics_path) if row["round"] <= last]
+
+    def selections(self, t: int) -> list[dict[str, Any]]:
+        return read_jsonl(self.round_dir(t) / "selections.jsonl")
+
+    def commit_round(self, t: int, row: dict[str, Any], selections: list[dict[str, Any]], state: dict) -> None:
+        """Write round t's files, then the state that makes them count."""
+        write_atomic(self.round_dir(t) / "selections.jsonl", to_jsonl(selections))
+        write_atomic(self.metrics_path, to_jsonl([*self.metrics(), row]))
+        write_atomic(self.state_path, json.dumps({**state, "round": t}, indent=2))
+
+    def prune_models(self, keep: int) -> None:
+        """Delete round checkpoints other than ``keep`` (after its state is committed)."""
+        for path in (self.root / "rounds").glob("*/model"):
+            if path.parent.name != str(keep):
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def lock_run_dir(root: Path) -> int:
+    """Hold ``<root>/.lock`` (``fcntl.flock``) so that no second process works in the run directory.
+
+    Returns the lock's file descriptor: closing it, or the end of the process however it ends,
+    releases the lock (the kernel drops it), so a lock file left by a dead process never blocks.
+    The file holds the holder's pid, which the refusal names.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / ".lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise InputError(f"{root} is in use by another run (pid {holder}, lock {path}); wait for it to end or "
+                         "choose another hydra.run.dir") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
+
+
+def keep_hydra_files(root: Path, subdir: str, texts: dict[str, str]) -> None:
+    """Write the accepted run's Hydra files, into ``<root>/<subdir>`` and sirt's copy ``<root>/.sirt/hydra``.
+
+    Hydra rewrites ``<subdir>`` (``.hydra``) before sirt can check anything; the copy is what
+    :func:`restore_hydra_files` puts back when a later command on the same directory is refused.
+    """
+    for name, text in texts.items():
+        write_atomic(root / ".sirt" / "hydra" / name, text)
+        write_atomic(root / subdir / name, text)
+
+
+def restore_hydra_files(root: Path, subdir: str) -> None:
+    """Undo Hydra's rewrite of ``<root>/<subdir>`` by a refused command: the accepted run's files come back."""
+    kept = root / ".sirt" / "hydra"
+    for name in HYDRA_FILES:
+        if (kept / name).is_file():
+            write_atomic(root / subdir / name, (kept / name).read_text())

@@ -1,0 +1,56 @@
+"""The embedded arithmetic task, the model organism's world.
+
+A chain of ``level`` additions/subtractions solved one step per line, so that a solution can be
+checked step by step (which makes verifying easier than solving).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable
+
+from sirt.tasks.problem import Problem
+
+
+def arithmetic_problem(rng: random.Random, level: int, max_operand: int) -> Problem:
+    """A chain of ``level`` +/- operations, kept non-negative, solved one operation per line.
+
+    Each line evaluates the first operation and copies the rest (``7+9-8 -> 16-8 -> 8``): a
+    scratchpad a small transformer can learn, and one whose every line can be checked.
+    """
+    total = rng.randint(1, max_operand)
+    terms = []
+    for _ in range(level):
+        operand = rng.randint(1, max_operand)
+        op = "-" if operand <= total and rng.random() < 0.5 else "+"
+        total = total + operand if op == "+" else total - operand
+        terms.append(f"{op}{operand}")
+    question = f"{total - sum(int(t) for t in terms)}" + "".join(terms)
+    return Problem(question=question, answer=solve_chain(question), level=level)
+
+
+def solve_chain(expression: str, slip: Callable[[], bool] | None = None) -> str:
+    """The scratchpad of ``expression``: one line per operation down to the total, then ``#### total``.
+
+    ``slip`` models a bad habit: on a chain of three or more operations, ``slip()`` decides
+    whether the solution stops one line early and reports the leading number of its last line
+    as the answer (``...;6+4 #### 6`` where ``...;6+4;10 #### 10`` is right): it answers before
+    the work is done. A checker sees it at a glance — a right scratchpad ends in the number it
+    answers, the habit's still has an operation to do — while the solver's choice between the two
+    is one token, so its most likely answer is wrong wherever the habit is its likelier continuation.
+    """
+    numbers = [int(x) for x in re.findall(r"[+-]?\d+", expression)]
+    totals, rest = [numbers[0]], numbers[1:]
+    for operand in rest:
+        totals.append(totals[-1] + operand)
+    lines = [f"{total}" + "".join(f"{x:+d}" for x in rest[i + 1 :]) for i, total in enumerate(totals[1:])]
+    if slip is not None and len(rest) >= 3 and slip():
+        return f"{';'.join(lines[:-1])} #### {totals[-2]}"
+    return f"{';'.join(lines)} #### {totals[-1]}"
+
+
+def arithmetic_split(n: int, levels: list[int], max_operand: int, seed: int) -> list[Problem]:
+    """``n`` problems with levels drawn uniformly from ``levels``; reproducible from ``seed``."""
+    rng = random.Random(seed)
+    return [arithmetic_problem(rng, rng.choice(levels), max_operand) for _ in range(n)]
