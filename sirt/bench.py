@@ -33,7 +33,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -78,25 +78,25 @@ log = logging.getLogger("sirt.bench")
 class ScalingSchema:
     """Points of the scaling table: one axis varied at a time around the round's settings."""
 
-    base_questions: int = 16
-    questions: list[int] = field(default_factory=lambda: [8, 16, 32, 64])
-    n_samples: list[int] = field(default_factory=lambda: [4, 16, 64])
-    max_new_tokens: list[int] = field(default_factory=lambda: [16, 48, 96])
+    base_questions: int
+    questions: list[int]
+    n_samples: list[int]
+    max_new_tokens: list[int]
 
 
 @dataclass
 class BenchSchema:
     """The bench-only fields of ``conf/bench.yaml`` (the rest is a run's Config)."""
 
-    naive_prompts: int = 8
-    verify_tokens: int = 4
-    clear_margin: float = 0.1
-    matmul_size: int = 2048
-    matmul_repeats: int = 5
-    scaling: ScalingSchema = field(default_factory=ScalingSchema)
-    train_rss: bool = True
-    rss_limit_gb: float = 4.0
-    threads: int = 0
+    naive_prompts: int
+    verify_tokens: int
+    clear_margin: float
+    matmul_size: int
+    matmul_repeats: int
+    scaling: ScalingSchema
+    train_rss: bool
+    rss_limit_gb: float
+    threads: int
 
 
 def split_config(cfg: DictConfig) -> tuple[Config, BenchSchema]:

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sirt.config.schema import DatasetSchema, GenerationSchema
+from sirt.config.defaults import default
 
 FIT_PARAMETERS = ["fit/alpha_p", "fit/beta_p", "fit/delta"]
 FIT_LIMITS = ["fit/U_s_inf", "fit/U_v_inf", "fit/G_inf"]
@@ -114,9 +114,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--entity", default=None, help="W&B entity (default: yours)")
     parser.add_argument("--group", default=None, help="show only the runs of this W&B group (a sweep)")
     parser.add_argument("--name", default="sirt", help="the workspace's name (default: sirt)")
-    parser.add_argument("--levels", type=int, nargs="+", default=DatasetSchema().levels,
+    parser.add_argument("--levels", type=int, nargs="+", default=default("dataset").levels,
                         help="difficulty levels of the per-level panels (default: the arithmetic task's)")
-    parser.add_argument("--pass-k", type=int, nargs="+", default=GenerationSchema().pass_k,
+    parser.add_argument("--pass-k", type=int, nargs="+", default=default("generation").pass_k,
                         help="k of the pass@k panel (default: generation.pass_k's default)")
     parser.add_argument("--dry-run", action="store_true", help="write dashboard.json here; save nothing")
     args = parser.parse_args(argv)

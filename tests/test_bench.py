@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from sirt.config.schema import GenerationSchema, TinySchema, VerifierSchema
+from sirt.config.defaults import default
 from sirt.models.load import char_tokenizer, tiny_llama
 from sirt.perf.flops import ModelShape, matmul_flops_per_s
 from sirt.perf.memory import child_peak_rss_mb, passthrough
@@ -22,7 +22,7 @@ from sirt.stages.samples import Sample
 from sirt.stages.verification import Verifier
 from tests.conftest import MICRO, ROOT, sirt_command
 
-TINY = TinySchema(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
+TINY = default("model.tiny", hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
 PROMPTS = ["Q: 1+2\nA: ", "Q: 12+3-4\nA: ", "Q: 7\nA: ", "Q: 5-1+9-3\nA: "]  # unequal: left padding
 
 # The micro loop, with the bench's own parts shrunk: 2 naive questions, 4 scaling points, a small matmul.
@@ -79,7 +79,7 @@ def test_naive_and_fast_logprobs_agree_when_teacher_forced(random_model):
     """The fast path reads log pi(y|x) from its sampling pass (raw logits, whatever the sampling
     settings); a second forward pass over the same sequences under the plain model must agree."""
     model, tokenizer = random_model
-    gen = GenerationSchema(n_samples=6, max_new_tokens=16, temperature=0.7, top_k=20)
+    gen = default("generation", n_samples=6, max_new_tokens=16, temperature=0.7, top_k=20)
     torch.manual_seed(0)
     samples = sample(model, tokenizer, PROMPTS, gen)
     agreement = logprob_agreement(model, tokenizer, PROMPTS, samples, gen.max_new_tokens)
@@ -92,10 +92,10 @@ def test_naive_and_fast_logprobs_agree_when_teacher_forced(random_model):
 def test_verification_paths_agree_on_clear_verdicts(method, token, expected):
     tokenizer = char_tokenizer()
     model = constant_model(tokenizer, token)
-    cfg = VerifierSchema(method=method, words=["y", "n"])
+    cfg = default("verifier", method=method, words=["y", "n"])
     pairs = [(p, "3 #### 3") for p in PROMPTS]
     fast = Verifier(tokenizer, cfg).score(model, pairs)
-    naive = [naive_verdict(model, tokenizer, cfg, p, r, tokens=3) for p, r in pairs]
+    naive = [naive_verdict(model, tokenizer, cfg, p, r, tokens=3, gen=default("generation")) for p, r in pairs]
     assert naive == [expected] * len(pairs)
     assert fast == pytest.approx([expected] * len(pairs), abs=1e-3)
     assert verdict_agreement(fast, naive, sigma=0.5, margin=0.3)["verdict_agreement"] == 1.0
@@ -105,7 +105,7 @@ def test_verification_paths_agree_on_clear_verdicts(method, token, expected):
     (" yes, it is", "tf", 1.0), ("No", "tf", 0.0), ("maybe", "tf", None),
     ("9", "qe", 1.0), (" 0 out of 9", "qe", 0.0), ("3", "qe", 3 / 9), ("x", "qe", None)])
 def test_parse_verdict(text, method, expected):
-    assert parse_verdict(text, VerifierSchema(method=method)) == expected
+    assert parse_verdict(text, default("verifier", method=method)) == expected
 
 
 def test_response_ids_recovers_tokens_only_when_the_text_tells_them():

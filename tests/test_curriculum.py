@@ -5,19 +5,19 @@ from __future__ import annotations
 import json
 import math
 import random
-import subprocess
 from collections import Counter
 
 import pytest
 from hydra import compose, initialize_config_dir
 
+from sirt.config.defaults import default
 from sirt.config.errors import ConfigError
 from sirt.config.schema import Config, CurriculumSchema
 from sirt.loop.checks import validated as validate
 from sirt.plan import curriculum
 from sirt.tasks.arithmetic import arithmetic_split
 from sirt.tasks.problem import Problem
-from tests.conftest import MICRO, ROOT, sirt_command
+from tests.conftest import ROOT
 
 TRAIN = arithmetic_split(90, [2, 3, 4], 9, seed=7)
 CURRICULA = ["mixture", "easy_to_hard", "hard_only", "custom"]
@@ -79,11 +79,11 @@ def stages(cfg: CurriculumSchema, rates: list[list[float]]) -> list[int]:
 
 def test_easy_to_hard_advances_on_schedule_or_on_acceptance():
     low, high = [0.1, 0.0, 0.0], [0.9, 0.9, 0.9]
-    by_schedule = CurriculumSchema(name="easy_to_hard", advance_every=2)
+    by_schedule = default("curriculum", name="easy_to_hard", advance_every=2)
     assert stages(by_schedule, [low] * 6) == [0, 0, 1, 1, 2, 2, 2]
-    by_threshold = CurriculumSchema(name="easy_to_hard", threshold=0.5)
+    by_threshold = default("curriculum", name="easy_to_hard", threshold=0.5)
     assert stages(by_threshold, [low, high, low, high, high]) == [0, 0, 1, 1, 2, 2]
-    either = CurriculumSchema(name="easy_to_hard", advance_every=3, threshold=0.5)
+    either = default("curriculum", name="easy_to_hard", advance_every=3, threshold=0.5)
     assert stages(either, [high, low, low, low, low]) == [0, 1, 1, 1, 2, 2]
     assert stages(by_threshold, [[math.nan] * 3] * 3) == [0, 0, 0, 0]  # no prompts at a level: no evidence
 
@@ -142,7 +142,7 @@ def test_weights_for_another_number_of_levels_are_refused_before_any_compute():
 
 @pytest.mark.parametrize("name", ["curriculum_arithmetic_tiny", "curriculum_graph_tiny"])
 def test_experiments_compose_with_an_equal_budget(name):
-    config = composed(f"+experiments={name}")
+    config = composed(f"experiment={name}")
     assert config.prompts_per_round > 0 and config.dataset.n_train >= config.prompts_per_round
 
 
@@ -155,14 +155,11 @@ def test_levels_plot_is_written_from_metrics_rows(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_loop_follows_the_curriculum_on_the_graph_task(tmp_path, cache_dir):
+def test_the_loop_follows_the_curriculum_on_the_graph_task(tmp_path, micro_loop):
     run_dir = tmp_path / "run"
-    done = subprocess.run(sirt_command("train", f"hydra.run.dir={run_dir}", *MICRO, "dataset=graph", "logger=none",
-                                       "fit.enabled=false", "curriculum=easy_to_hard", "curriculum.advance_every=1",
-                                       "prompts_per_round=6"), cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    rows = micro_loop(run_dir, "dataset=graph", "logger=none", "fit.enabled=false", "curriculum=easy_to_hard",
+                      "curriculum.advance_every=1", "prompts_per_round=6")
     levels = [{json.loads(line)["level"] for line in (run_dir / f"rounds/{t}/selections.jsonl").open()}
               for t in range(3)]
-    assert levels == [{1}, {2}, {2}]  # MICRO's levels [1, 2], one round each, then the last level stays
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
+    assert levels == [{1}, {2}, {2}]  # debug=micro's levels [1, 2], one round each, then the last level stays
     assert all({"acc_level", "acceptance_level", "n_selected_level"} <= set(row) for row in rows)

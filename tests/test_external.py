@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from sirt.config.defaults import default
 from sirt.config.errors import ConfigError, InputError
-from sirt.config.schema import ScheduleSchema
 from sirt.loop.teacher import HTTPTeacher, teacher_schema
 from sirt.plan.schedule import allocate, eta_schedule
 from sirt.stages.external import training_rows
@@ -25,7 +25,7 @@ def test_allocation_sums_exactly_to_the_budget(name):
         T = rng.randint(1, 20)
         M = rng.randint(0, 1000)
         raw = [rng.random() for _ in range(T)]
-        schedule = ScheduleSchema(name=name, round=rng.randint(1, T), eta=[x / sum(raw) for x in raw])
+        schedule = default("schedule", name=name, round=rng.randint(1, T), eta=[x / sum(raw) for x in raw])
         eta = eta_schedule(schedule, T)
         counts = allocate(eta, M)
         assert sum(counts) == M and len(counts) == T and min(counts) >= 0
@@ -33,16 +33,16 @@ def test_allocation_sums_exactly_to_the_budget(name):
 
 
 def test_schedules_put_the_budget_where_they_say():
-    assert allocate(eta_schedule(ScheduleSchema(name="early"), 4), 10) == [10, 0, 0, 0]
-    assert allocate(eta_schedule(ScheduleSchema(name="late", round=3), 4), 10) == [0, 0, 10, 0]
-    assert allocate(eta_schedule(ScheduleSchema(name="uniform"), 3), 10) == [4, 3, 3]  # ties to earlier rounds
-    assert allocate(eta_schedule(ScheduleSchema(name="none"), 3), 10) == [0, 0, 0]
+    assert allocate(eta_schedule(default("schedule", name="early"), 4), 10) == [10, 0, 0, 0]
+    assert allocate(eta_schedule(default("schedule", name="late", round=3), 4), 10) == [0, 0, 10, 0]
+    assert allocate(eta_schedule(default("schedule", name="uniform"), 3), 10) == [4, 3, 3]  # ties to earlier rounds
+    assert allocate(eta_schedule(default("schedule", name="none"), 3), 10) == [0, 0, 0]
 
 
 @pytest.mark.parametrize(
     "schedule",
-    [ScheduleSchema(name="custom", eta=[0.5, 0.6]), ScheduleSchema(name="custom", eta=[1.5, -0.5]),
-     ScheduleSchema(name="custom", eta=[1.0]), ScheduleSchema(name="late", round=3)],
+    [default("schedule", name="custom", eta=[0.5, 0.6]), default("schedule", name="custom", eta=[1.5, -0.5]),
+     default("schedule", name="custom", eta=[1.0]), default("schedule", name="late", round=3)],
 )
 def test_invalid_schedules_are_refused(schedule):
     with pytest.raises(ConfigError):

@@ -7,8 +7,8 @@ import random
 import pytest
 from hydra import compose, initialize_config_dir
 
+from sirt.config.defaults import default
 from sirt.config.errors import ConfigError
-from sirt.config.schema import DatasetSchema, GraphSchema, ModelSchema
 from sirt.loop import organism
 from sirt.loop.checks import validated as validate
 from sirt.tasks import graph
@@ -29,7 +29,7 @@ def walks(edges: graph.Edges, node: str) -> list[list[str]]:
 def test_problems_are_valid_levelled_and_short(level):
     rng = random.Random(level)
     for _ in range(50):
-        problem = graph.graph_problem(rng, level, GraphSchema(nodes=8, chords=2))
+        problem = graph.graph_problem(rng, level, default("dataset.graph", nodes=8, chords=2))
         edges, start, goal = graph.parse_question(problem.question)
         assert problem.kind == "path" and problem.level == level
         assert len(problem.question) < 120 and len(problem.answer) < 40
@@ -42,7 +42,7 @@ def test_problems_are_valid_levelled_and_short(level):
 
 def test_chords_give_other_valid_paths_and_any_of_them_is_rewarded():
     rng = random.Random(0)
-    problems = [graph.graph_problem(rng, 4, GraphSchema(nodes=10, chords=4)) for _ in range(200)]
+    problems = [graph.graph_problem(rng, 4, default("dataset.graph", nodes=10, chords=4)) for _ in range(200)]
     alternatives = 0
     for problem in problems:
         edges, start, _ = graph.parse_question(problem.question)
@@ -95,7 +95,7 @@ def test_parse_rejects_other_text():
 
 
 def test_splits_are_seeded_disjoint_and_levelled():
-    cfg = DatasetSchema(name="graph", levels=[2, 3, 4], n_train=60, n_test=40)
+    cfg = default("dataset", name="graph", levels=[2, 3, 4], n_train=60, n_test=40)
     train, test = load_splits(cfg)
     assert (len(train), len(test)) == (60, 40)
     assert not {p.question for p in train} & {p.question for p in test}
@@ -118,26 +118,26 @@ def test_graph_dataset_config_is_valid_and_sizes_are_checked():
 
 
 def test_the_organism_is_taught_the_graph_task():
-    cfg = DatasetSchema(name="graph", levels=[2, 3])
+    cfg = default("dataset", name="graph", levels=[2, 3])
     task = organism.teaching_task(cfg)
     problems = task.problems(20, cfg, 0)
     assert {p.kind for p in problems} == {"path"}
     rows = organism.solve_rows(problems, cfg, slip_rate=1.0, rng=random.Random(0))
     assert all(len(row["completion"]) == len("#### ab") for row in rows)  # straight to the goal
-    bigger = DatasetSchema(name="graph", levels=[2, 3], graph=GraphSchema(nodes=9))
-    arithmetic = DatasetSchema(name="arithmetic", levels=[2, 3])
-    keys = {organism.organism_key(ModelSchema(), ds, set()) for ds in (cfg, bigger, arithmetic)}
-    keys.add(organism.organism_key(ModelSchema(), cfg, {"ab | a>b"}))
+    bigger = default("dataset", name="graph", levels=[2, 3], graph=default("dataset.graph", nodes=9))
+    arithmetic = default("dataset", name="arithmetic", levels=[2, 3])
+    keys = {organism.organism_key(default("model"), ds, set()) for ds in (cfg, bigger, arithmetic)}
+    keys.add(organism.organism_key(default("model"), cfg, {"ab | a>b"}))
     assert len(keys) == 4  # a different task, graph size or held-out set is a different organism
 
 
 def test_another_n_train_holds_out_other_questions_and_gets_its_own_organism():
     """Test questions skip train ones, so n_train moves the held-out set: the cache must not be shared."""
-    small, large = (DatasetSchema(levels=[2, 3], n_train=n, n_test=100) for n in (40, 400))
+    small, large = (default("dataset", levels=[2, 3], n_train=n, n_test=100) for n in (40, 400))
     keys, tests = [], []
     for ds in (small, large):
         train, test = load_splits(ds)
         assert not {p.question for p in train} & {p.question for p in test}
         tests.append(test)
-        keys.append(organism.organism_key(ModelSchema(), ds, {p.question for p in test}))
+        keys.append(organism.organism_key(default("model"), ds, {p.question for p in test}))
     assert tests[0] != tests[1] and keys[0] != keys[1]

@@ -17,6 +17,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from sirt.config.defaults import default
 from sirt.config.errors import ConfigError, InputError
 from sirt.config.schema import Config
 from sirt.loop.checks import validated as validate
@@ -158,7 +159,6 @@ def test_first_token_ids_cover_smollm2_spellings(smollm2_tokenizer):
 @pytest.mark.slow
 @needs_smollm2
 def test_smollm2_loads_samples_to_its_turn_end_and_verifies(smollm2_config):
-    from sirt.config.schema import GenerationSchema
     from sirt.loop.organism import load_model as load
     from sirt.models.prompts import solver_prompt, verifier_schema
     from sirt.stages.generation import sample
@@ -168,7 +168,7 @@ def test_smollm2_loads_samples_to_its_turn_end_and_verifies(smollm2_config):
     model, tokenizer = load(config.model, config.dataset, set())
     assert type(model).__name__ == "LlamaForCausalLM" and tokenizer.eos_token == "<|im_end|>"
     prompt = solver_prompt("Tom has 3 apples and buys 4 more. How many apples does he have?", tokenizer, config)
-    [[greedy]] = sample(model, tokenizer, [prompt], GenerationSchema(max_new_tokens=48), n=1, greedy=True)
+    [[greedy]] = sample(model, tokenizer, [prompt], default("generation", max_new_tokens=48), n=1, greedy=True)
     assert greedy.text and "<|im_end|>" not in greedy.text and 1 <= greedy.n_tokens <= 48 and greedy.logprob < 0
     schema = verifier_schema(tokenizer, config)
     assert schema.template.startswith("{prompt}{response}<|im_end|>\n<|im_start|>user\n")

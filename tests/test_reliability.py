@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from sirt.config.defaults import default
 from sirt.config.errors import ConfigError, InputError
-from sirt.config.schema import DatasetSchema
 from sirt.config.validate import validate
 from sirt.runs.rundir import lock_run_dir
 from sirt.tasks.registry import load_splits
@@ -32,7 +32,7 @@ from tests.conftest import MICRO, ROOT, sirt_command
 # The micro loop, one round, no W&B and no fit. The gate overrides let the micro organism (too
 # small to pass the default teaching gate) into a run; these tests are about the run, not the gate.
 RUN = [*MICRO, "rounds=1", "logger=none", "fit.enabled=false"]
-GSM8K = [o for o in RUN if not o.startswith("dataset.levels")] + ["dataset=gsm8k"]  # gsm8k has no levels
+GSM8K = [*RUN, "dataset=gsm8k"]  # debug=micro's dataset.levels go unused: gsm8k has no levels
 
 ROWS = [  # {question, answer} in GSM8K's format, written for these tests
     {"question": "A shelf holds 7 red jars and 5 blue jars. How many jars are on the shelf?",
@@ -153,7 +153,7 @@ BAD_IDS = ["empty", "blank-lines", "not-json", "not-utf8", "not-an-object", "mis
 @pytest.mark.parametrize(("content", "problem", "line"), BAD_FILES, ids=BAD_IDS)
 def test_bad_data_files_are_refused_naming_file_and_line(tmp_path, name, content, problem, line):
     rows = content if name == "gsm8k" else content.replace(b"<<", b"").replace(b">>", b"")
-    cfg = DatasetSchema(name=name, path=write_splits(tmp_path, "bad", rows))
+    cfg = default("dataset", name=name, path=write_splits(tmp_path, "bad", rows))
     with pytest.raises(InputError) as err:
         load_splits(cfg)
     message = str(err.value)
@@ -162,7 +162,7 @@ def test_bad_data_files_are_refused_naming_file_and_line(tmp_path, name, content
 
 
 def test_a_bad_test_file_is_named_too(tmp_path):
-    cfg = DatasetSchema(name="gsm8k", path=write_splits(tmp_path, "x", jsonl(ROWS), test=b"{\n"))
+    cfg = default("dataset", name="gsm8k", path=write_splits(tmp_path, "x", jsonl(ROWS), test=b"{\n"))
     with pytest.raises(InputError, match=r"x_test\.jsonl: line 1: not JSON"):
         load_splits(cfg)
 
@@ -170,7 +170,7 @@ def test_a_bad_test_file_is_named_too(tmp_path):
 def test_duplicates_and_train_test_overlap_are_dropped_with_a_warning(tmp_path, caplog):
     spaced = {**ROWS[1], "question": ROWS[1]["question"].replace(" ", "  ")}  # the same question, respaced
     train_rows = [ROWS[0], ROWS[1], ROWS[0], spaced, ROWS[2], ROWS[3]]  # 2 duplicates, ROWS[2:] are in test
-    cfg = DatasetSchema(name="gsm8k", path=write_splits(tmp_path, "d", jsonl(train_rows), jsonl(ROWS[2:] * 2)),
+    cfg = default("dataset", name="gsm8k", path=write_splits(tmp_path, "d", jsonl(train_rows), jsonl(ROWS[2:] * 2)),
                         n_train=100, n_test=100)
     with caplog.at_level(logging.WARNING, logger="sirt.tasks.registry"):
         train_set, test_set = load_splits(cfg)
@@ -183,7 +183,7 @@ def test_duplicates_and_train_test_overlap_are_dropped_with_a_warning(tmp_path, 
 
 
 def test_a_train_file_that_is_all_test_questions_is_refused(tmp_path):
-    cfg = DatasetSchema(name="gsm8k", path=write_splits(tmp_path, "same", jsonl(ROWS[2:])))
+    cfg = default("dataset", name="gsm8k", path=write_splits(tmp_path, "same", jsonl(ROWS[2:])))
     with pytest.raises(InputError, match="no train question is left"):
         load_splits(cfg)
 

@@ -9,6 +9,7 @@ import random
 import pytest
 import torch
 
+from sirt.config.defaults import default
 from sirt.models.load import char_tokenizer
 from sirt.stages.evaluation import mean_pass_at_k, pass_at_k
 from sirt.stages.samples import Sample
@@ -123,7 +124,6 @@ def test_the_habit_stops_one_line_early():
 
 
 def test_verifier_is_taught_right_and_wrong_answers_of_the_same_question():
-    from sirt.config.schema import DatasetSchema
     from sirt.loop.organism import verify_rows
 
     mixed, solved = Problem("1+2+3+4", solve_chain("1+2+3+4"), 3), Problem("2+2", "#### 4", 1)
@@ -134,7 +134,7 @@ def test_verifier_is_taught_right_and_wrong_answers_of_the_same_question():
                  ["#### 4", "#### 4"],  # no wrong answer, and no habit at one operation: it teaches nothing
                  ["2+1+1;3+1;9 #### 9"],  # no right answer: the reference is its partner
                  [solve_chain("5+2+1+1")] * 2]  # all right: the habit answer is its wrong partner
-    rows = verify_rows([mixed, solved, unsolved, habit_free], responses, DatasetSchema(), random.Random(0))
+    rows = verify_rows([mixed, solved, unsolved, habit_free], responses, default("dataset"), random.Random(0))
     tf = [(r["prompt"].split("\nA: ")[0], r["prompt"].split("\nA: ")[1].removesuffix("\nCorrect? "), r["completion"])
           for r in rows if r["prompt"].endswith("Correct? ")]
     assert not any("2+2" in q for q, _, _ in tf)
@@ -147,13 +147,12 @@ def test_verifier_is_taught_right_and_wrong_answers_of_the_same_question():
 
 
 def test_garbled_answers_are_taught_as_wrong_next_to_their_right_partner():
-    from sirt.config.schema import DatasetSchema
     from sirt.loop.organism import verify_rows
 
     problem = Problem("1+2+3+4", solve_chain("1+2+3+4"), 3)
     right = "3+3+4;6+4;10 #### 10"
     responses = [[right, "3+3+4;6+4 #### 6"]]
-    rows = verify_rows([problem], responses, DatasetSchema(), random.Random(0), garble_rate=1.0)
+    rows = verify_rows([problem], responses, default("dataset"), random.Random(0), garble_rate=1.0)
     tf = {r["prompt"].split("A: ", 1)[1].removesuffix("\nCorrect? "): r["completion"] for r in rows
           if r["prompt"].endswith("Correct? ")}
     assert len(tf) == 2 and tf[right] == "yes"

@@ -12,8 +12,9 @@ import re
 
 import pytest
 
+from sirt.config.defaults import default
 from sirt.config.errors import ConfigError, InputError
-from sirt.config.schema import ChatSchema, Config, DatasetSchema, HubSchema, ModelSchema
+from sirt.config.schema import Config
 from sirt.models.load import char_tokenizer
 from sirt.models.prompts import solver_prompt, verifier_schema
 from sirt.tasks import prontoqa
@@ -30,7 +31,7 @@ CHATML = (  # a ChatML template like SmolLM2's, on the project's own character t
 
 
 def fixture_splits(name: str, **overrides) -> tuple[list[Problem], list[Problem]]:
-    cfg = DatasetSchema(name=name, path=str(FIXTURES / f"{name}_{{split}}.jsonl"), n_train=100, n_test=100)
+    cfg = default("dataset", name=name, path=str(FIXTURES / f"{name}_{{split}}.jsonl"), n_train=100, n_test=100)
     for key, value in overrides.items():
         setattr(cfg, key, value)
     return load_splits(cfg)
@@ -69,16 +70,16 @@ def test_split_sizes_are_a_seeded_draw():
 def test_a_malformed_row_is_named(tmp_path):
     (tmp_path / "bad_train.jsonl").write_text('{"question": "q", "answer": "no final number"}\n')
     (tmp_path / "bad_test.jsonl").write_text('{"question": "q", "answer": "#### 1"}\n')
-    cfg = DatasetSchema(name="gsm8k", path=str(tmp_path / "bad_{split}.jsonl"))
+    cfg = default("dataset", name="gsm8k", path=str(tmp_path / "bad_{split}.jsonl"))
     with pytest.raises(InputError, match=r"bad_train\.jsonl: line 1: .*####"):
         load_splits(cfg)
 
 
 def test_a_missing_local_file_and_an_unreachable_hub_fail_with_one_message():
     with pytest.raises(InputError, match="does not exist"):
-        load_splits(DatasetSchema(name="math", path="/nonexistent/math_{split}.jsonl"))
+        load_splits(default("dataset", name="math", path="/nonexistent/math_{split}.jsonl"))
     with pytest.raises(DatasetUnavailable, match=r"dataset\.path="):  # HF_HUB_OFFLINE=1 (conftest)
-        load_splits(DatasetSchema(name="gsm8k", hub=HubSchema(id="openai/gsm8k", configs=["main"])))
+        load_splits(default("dataset", name="gsm8k", hub=default("dataset.hub", id="openai/gsm8k", configs=["main"])))
 
 
 # --- answer checkers ----------------------------------------------------------------------------------
@@ -178,7 +179,7 @@ def test_generated_prontoqa_answers_follow_from_the_context():
 
 
 def test_generated_prontoqa_splits_are_disjoint_and_self_consistent():
-    cfg = DatasetSchema(name="prontoqa", levels=[1, 3, 5], n_train=60, n_test=30)
+    cfg = default("dataset", name="prontoqa", levels=[1, 3, 5], n_train=60, n_test=30)
     train, test = load_splits(cfg)
     assert len(train) == 60 and len(test) == 30
     assert not {p.question for p in train} & {p.question for p in test}
@@ -196,8 +197,8 @@ def test_prontoqa_hops_out_of_range_are_refused():
 
 
 def config(chat: bool, method: str = "tf") -> Config:
-    c = Config(model=ModelSchema(chat_template=chat), dataset=DatasetSchema(
-        name="gsm8k", prompt_template="Q: {question}\nA: ", chat=ChatSchema(user="Solve: {question}")))
+    c = default("", model=default("model", chat_template=chat), dataset=default("dataset",
+        name="gsm8k", prompt_template="Q: {question}\nA: ", chat=default("dataset.chat", user="Solve: {question}")))
     c.verifier.method = method
     return c
 

@@ -10,20 +10,15 @@ from pathlib import Path
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def compose(*overrides: str, config_name: str = "config") -> DictConfig:
     """The config ``python -m sirt.<app> OVERRIDES`` would run with (without Hydra's own ``hydra`` block)."""
-    if GlobalHydra.instance().is_initialized():  # inside a Hydra app or another compose: a fresh instance
-        GlobalHydra.instance().clear()
+    if GlobalHydra.instance().is_initialized():
+        raise RuntimeError("compose() builds a config outside a Hydra app; inside one, use the app's config")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
     return cfg
-
-
-def group_option(group: str, option: str) -> DictConfig:
-    """One option file of a config group (``conf/<group>/<option>.yaml``) as it is written."""
-    return OmegaConf.load(CONF_DIR / group / f"{option}.yaml")

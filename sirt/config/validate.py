@@ -11,20 +11,27 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from sirt.config.compose import CONF_DIR
 from sirt.config.errors import ConfigError
-from sirt.config.schema import Config, TeacherSchema
+from sirt.config.schema import Config, ModelSchema, TeacherSchema
 
-CHOICES = {
-    "verifier.method": ("tf", "qe"),
+CHOICES = {  # fields whose values are a fixed set; the group fields below take conf/'s option names
     "generation.backend": ("transformers", "vllm"),
-    "schedule.name": ("none", "early", "uniform", "late", "custom"),
-    "external.source": ("gold", "teacher", "oracle"),
-    "logger.name": ("wandb", "none"),
     "logger.mode": ("offline", "online", "disabled"),
     "keep_models": ("last", "all"),
-    "curriculum.name": ("none", "mixture", "easy_to_hard", "hard_only", "custom"),
     "model.dtype": ("auto", "float32", "bfloat16", "float16"),
 }
+GROUP_FIELDS = {"verifier.method": "verifier", "schedule.name": "schedule", "external.source": "external",
+                "logger.name": "logger", "curriculum.name": "curriculum"}  # field -> the conf/ group naming its values
+
+
+def options(group: str) -> tuple[str, ...]:
+    """The option names of a config group: its YAML files, shared bases (``_*.yaml``) left out."""
+    return tuple(sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml") if not p.stem.startswith("_")))
+
+
+def choices() -> dict[str, tuple[str, ...]]:
+    return {**CHOICES, **{name: options(group) for name, group in GROUP_FIELDS.items()}}
 
 
 def _check(ok: bool, name: str, value: Any, why: str) -> None:
@@ -34,7 +41,7 @@ def _check(ok: bool, name: str, value: Any, why: str) -> None:
 
 def _checks(c: Config) -> None:
     """Range checks that a dataclass type cannot express."""
-    for name, allowed in CHOICES.items():
+    for name, allowed in choices().items():
         value = OmegaConf.select(OmegaConf.structured(c), name)
         _check(value in allowed, name, value, f"must be one of {', '.join(allowed)}")
     _check(c.rounds >= 1, "rounds", c.rounds, "must be >= 1")
@@ -64,16 +71,12 @@ def _checks(c: Config) -> None:
         _check(max(c.dataset.levels) < c.dataset.graph.nodes <= 26, "dataset.graph.nodes", c.dataset.graph.nodes,
                f"must be in max(dataset.levels)+1..26 (one letter a node, {max(c.dataset.levels)} hops)")
         _check(c.dataset.graph.chords >= 0, "dataset.graph.chords", c.dataset.graph.chords, "must be >= 0")
-    _check(0 <= c.model.teach.replay_fraction < 1, "model.teach.replay_fraction", c.model.teach.replay_fraction,
-           "must be in [0, 1)")
     _check(0 <= c.trainer.verifier_replay < 1, "trainer.verifier_replay", c.trainer.verifier_replay,
            "must be in [0, 1)")
     _check(c.trainer.verifier_replay == 0 or not c.model.name_or_path, "trainer.verifier_replay",
            c.trainer.verifier_replay, "replays the organism's teaching verdicts; must be 0 for a named model")
-    t = c.model.teach
-    _check(t.gate_problems >= 1 and t.gate_samples >= 2, "model.teach.gate_problems", t.gate_problems,
-           "the gate needs >= 1 problem and gate_samples >= 2")
-    _check(t.gate_extensions >= 0, "model.teach.gate_extensions", t.gate_extensions, "must be >= 0")
+    if not c.model.name_or_path:
+        _check_organism(c.model)
     _check(c.fit.forecast_k >= 3, "fit.forecast_k", c.fit.forecast_k, "must be >= 3")
     _check(c.logger.stats_interval > 0, "logger.stats_interval", c.logger.stats_interval, "seconds, must be > 0")
     _check(0 < c.generation.vllm.gpu_memory_utilization <= 1, "generation.vllm.gpu_memory_utilization",
@@ -88,6 +91,17 @@ def _checks(c: Config) -> None:
 def teacher_schema(raw: dict) -> TeacherSchema:
     """Validate the free-form ``external.teacher`` block against :class:`TeacherSchema`."""
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TeacherSchema), raw))
+
+def _check_organism(model: ModelSchema) -> None:
+    """The organism (no ``model.name_or_path``) is built from ``model.tiny`` and taught by ``model.teach``."""
+    _check(model.tiny is not None and model.teach is not None, "model.name_or_path", None,
+           "a named model is needed when model.tiny or model.teach is null")
+    t = model.teach
+    _check(0 <= t.replay_fraction < 1, "model.teach.replay_fraction", t.replay_fraction, "must be in [0, 1)")
+    _check(t.gate_problems >= 1 and t.gate_samples >= 2, "model.teach.gate_problems", t.gate_problems,
+           "the gate needs >= 1 problem and gate_samples >= 2")
+    _check(t.gate_extensions >= 0, "model.teach.gate_extensions", t.gate_extensions, "must be >= 0")
+
 
 def validate(cfg: DictConfig) -> Config:
     """Merge the composed config into the schema and check it; raises ConfigError."""

@@ -18,13 +18,12 @@ import os
 import random
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from omegaconf import OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from sirt.config.compose import CONF_DIR
+from sirt.config.defaults import option
 from sirt.config.errors import InputError
 from sirt.config.schema import DatasetSchema, GenerationSchema, ModelSchema, TeachSchema, TrainerSchema, VerifierSchema
 from sirt.models.load import ALPHABET, char_tokenizer, load_named, load_pretrained, save, tiny_llama
@@ -40,7 +39,6 @@ from sirt.tasks.problem import Problem
 from sirt.tasks.registry import is_correct
 
 log = logging.getLogger(__name__)
-CONF = CONF_DIR
 VERSION = 9  # bump when the teaching recipe changes, to invalidate caches
 
 
@@ -77,10 +75,12 @@ def cache_root() -> Path:
 
 def verifier_formats() -> dict[str, VerifierSchema]:
     """The TF and QE prompt formats, read from the same files a run composes."""
-    return {
-        name: OmegaConf.to_object(OmegaConf.merge(VerifierSchema, OmegaConf.load(CONF / "verifier" / f"{name}.yaml")))
-        for name in ("tf", "qe")
-    }
+    return {name: option("verifier", name, VerifierSchema) for name in ("tf", "qe")}
+
+
+def teaching_settings() -> tuple[TrainerSchema, GenerationSchema]:
+    """The SFT and sampling settings teaching starts from: the default files of their groups, as a run reads them."""
+    return option("trainer", "default", TrainerSchema), option("generation", "default", GenerationSchema)
 
 
 def qe_rating(response: str, problem: Problem, n_ratings: int) -> int:
@@ -162,7 +162,8 @@ def organism_key(model_cfg: ModelSchema, dataset: DatasetSchema, held_out: set[s
     formats = {k: asdict(v) for k, v in verifier_formats().items()}
     task = {k: getattr(dataset, k) for k in teaching_task(dataset).fields}
     unseen = hashlib.sha256("\n".join(sorted(held_out)).encode()).hexdigest()
-    blob = json.dumps([VERSION, asdict(model_cfg.tiny), asdict(model_cfg.teach), task, formats, unseen],
+    settings = [asdict(s) for s in teaching_settings()]
+    blob = json.dumps([VERSION, asdict(model_cfg.tiny), asdict(model_cfg.teach), task, formats, settings, unseen],
                       sort_keys=True, default=asdict)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -182,7 +183,7 @@ def judge(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, problems: 
           dataset: DatasetSchema, n: int) -> dict[str, dict[str, float]]:
     """Verifier quality (:mod:`sirt.stages.judging`) of both formats on ``n`` fresh samples of each question."""
     prompts = [dataset.prompt_template.format(question=p.question) for p in problems]
-    samples = sample(model, tokenizer, prompts, GenerationSchema(), n=n, desc="teach: gate")
+    samples = sample(model, tokenizer, prompts, teaching_settings()[1], n=n, desc="teach: gate")
     quality = {}
     for name, fmt in verifier_formats().items():
         flat = Verifier(tokenizer, fmt).score(model, [(p, s.text) for p, row in zip(prompts, samples) for s in row],
@@ -220,10 +221,11 @@ def teach(model_cfg: ModelSchema, dataset: DatasetSchema, held_out: set[str]) ->
     pool = [p for p in teaching_task(dataset).problems(n_teach, dataset, t.seed) if p.question not in held_out]
     solve_set, verify_set = pool[: t.solve_problems], pool[t.solve_problems :]
     gate_set = gate_problems(t.gate_problems, dataset, t.seed, held_out)
+    trainer, generation = teaching_settings()
 
     def phase(rows: list[dict[str, str]], steps: int, lr: float) -> dict:
-        schedule = TrainerSchema(lr=lr, max_steps=steps, batch_size=t.batch_size, lr_scheduler="cosine",
-                                 warmup_steps=max(1, steps // 20), weight_decay=0.01, logging_steps=50)
+        schedule = replace(trainer, lr=lr, max_steps=steps, batch_size=t.batch_size, lr_scheduler="cosine",
+                           warmup_steps=max(1, steps // 20), weight_decay=0.01, logging_steps=50)
         nonlocal model
         model, stats = sft(model, tokenizer, rows, schedule, seed=t.seed, lora=None)
         return stats
@@ -231,7 +233,7 @@ def teach(model_cfg: ModelSchema, dataset: DatasetSchema, held_out: set[str]) ->
     log.info("teaching the organism to solve: %d problems, %d steps (once; cached)", len(solve_set), t.solve_steps)
     stats = {"solve": phase(solve_rows(solve_set, dataset, t.slip_rate, rng), t.solve_steps, t.lr)}
     prompts = [dataset.prompt_template.format(question=p.question) for p in verify_set]
-    samples = sample(model, tokenizer, prompts, GenerationSchema(), n=t.verify_samples, desc="teach: sample")
+    samples = sample(model, tokenizer, prompts, generation, n=t.verify_samples, desc="teach: sample")
     responses = [[s.text for s in row] for row in samples]
     verdicts = verify_rows(verify_set, responses, dataset, rng, t.garble_rate)
     n_replay = int(len(verdicts) * t.replay_fraction / (1 - t.replay_fraction))

@@ -1,4 +1,11 @@
-"""PLACEHOLDER"""
+"""One round of paper 1's loop: train model_t on round t-1's picks, then measure it and pick round t's data.
+
+    model    = SFT(model, picks of round t-1 + external items of round t)   (t >= 1)
+    samples  = N samples per prompt, with log-probs         -> U_s (mean over the N)
+    scores   = the model verifies its own samples (TF or QE)
+    picks    = Best-of-N among s >= sigma, lowest NLL/token -> U_v, acceptance
+    accuracy = greedy on the test split; pass@k from the samples
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ import torch
 
 from sirt.config.schema import Config
 from sirt.models.prompts import solver_prompt
+from sirt.plan.seeds import round_seed
 from sirt.runs.rundir import RunDir
 from sirt.stages import evaluation, training
 from sirt.stages.external import training_rows
@@ -36,7 +44,7 @@ class Stopwatch:
 
 def seed_round(seed: int, t: int) -> None:
     """Seed every generator from (seed, round), so a resumed round repeats an uninterrupted one."""
-    s = seed * 1009 + t
+    s = round_seed(seed, t, "torch")
     random.seed(s)
     torch.manual_seed(s)
 
@@ -85,7 +93,7 @@ def train_model(model, tokenizer, run: RunDir, config: Config, t: int, ext_items
     ``replay``: verdict rows mixed in as a share ``trainer.verifier_replay`` of the round's rows
     (the organism only; a deviation from paper 1, which trains on the picks alone).
     """
-    rng = random.Random(config.seed * 104729 + t)
+    rng = random.Random(round_seed(config.seed, t, "train_rows"))
     rows, used = training_rows(run.selections(t - 1), ext_items, config.external.source, rng, teacher)
     if config.trainer.restart_from_base:  # STaR style: every round restarts on everything so far
         rows = [r for s in range(t - 1) for r in training_rows(run.selections(s), 0, "gold", rng)[0]] + rows
@@ -94,6 +102,6 @@ def train_model(model, tokenizer, run: RunDir, config: Config, t: int, ext_items
     if share > 0 and rows and replay:
         rows = rows + rng.sample(list(replay), min(len(replay), round(len(rows) * share / (1 - share))))
     lora = config.model.lora if config.trainer.lora else None
-    model, stats = training.sft(model, tokenizer, rows, config.trainer, seed=config.seed + t, lora=lora,
-                                dtype=config.model.dtype)
+    model, stats = training.sft(model, tokenizer, rows, config.trainer, seed=round_seed(config.seed, t, "sft"),
+                                lora=lora, dtype=config.model.dtype)
     return model, {**stats, "ext_used": used, "n_train_rows": len(rows)}

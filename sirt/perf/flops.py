@@ -1,4 +1,7 @@
-"""PLACEHOLDER"""
+"""FLOPs and rates of a round: the machine's matmul limit, and how much of it sampling and verification reach.
+
+Forward FLOPs over n positions = 2 * P_matmul * n + 4 * L * d_attn * n(n+1)/2 (see :data:`FLOP_FORMULA`).
+"""
 
 from __future__ import annotations
 

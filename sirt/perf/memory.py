@@ -1,4 +1,4 @@
-"""PLACEHOLDER"""
+"""Peak memory: this process, and a child ``python -m sirt.train`` run measured from outside."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""PLACEHOLDER"""
+"""The naive path the bench compares with: one generate per sample, log-probs from a second forward pass,
+and verdicts generated as free text and parsed.
+"""
 
 from __future__ import annotations
 
@@ -63,12 +65,12 @@ def parse_verdict(text: str, cfg: VerifierSchema) -> float | None:
 
 def naive_verdict(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: VerifierSchema, prompt: str, response: str,
-    tokens: int,
+    tokens: int, gen: GenerationSchema,
 ) -> float | None:
     """The verdict a naive pipeline gets: generate a few greedy tokens after the verification
-    prompt and parse them (DESIGN.md's verifier reads the next-token distribution instead)."""
+    prompt and parse them (sirt's verifier reads the next-token distribution instead)."""
     ids = prompt_ids(tokenizer, verification_prompt(cfg, prompt, response), model.device)
-    out = generate_one(model, tokenizer, ids, GenerationSchema(), tokens, greedy=True)
+    out = generate_one(model, tokenizer, ids, gen, tokens, greedy=True)
     return parse_verdict(tokenizer.decode(out, skip_special_tokens=True), cfg)
 
 
@@ -99,7 +101,7 @@ def naive_round(
                     logprob = teacher_forced_logprob(model, ids, response)
                 text = tokenizer.decode(response, skip_special_tokens=True)
                 with clock("verify"):
-                    row_verdicts.append(naive_verdict(model, tokenizer, verifier_cfg, prompt, text, verify_tokens))
+                    row_verdicts.append(naive_verdict(model, tokenizer, verifier_cfg, prompt, text, verify_tokens, gen))
                 row.append(Sample(text, len(response), logprob))
                 bar.update()
             samples.append(row)

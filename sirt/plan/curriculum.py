@@ -19,7 +19,7 @@ metrics.jsonl, so a resumed run draws exactly the prompts an uninterrupted one w
 Monte-Carlo simulator (:mod:`sirt.theory.montecarlo`) calls the same :func:`level_weights`.
 
 ``python -m sirt.curriculum SWEEP_DIR`` tables the final accuracy per level of every job of
-a multirun (e.g. ``+experiments=curriculum_graph_tiny``) and draws each job's levels.png.
+a multirun (e.g. ``experiment=curriculum_graph_tiny``) and draws each job's levels.png.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from matplotlib.ticker import MaxNLocator
 from sirt.config.errors import ConfigError
 from sirt.config.schema import Config, CurriculumSchema
 from sirt.plan.schedule import allocate
+from sirt.plan.seeds import round_seed
 from sirt.tasks.problem import Problem
 
 LEVEL_PANELS = (  # metrics.jsonl key, title, y label, y range (None: from the data)
@@ -86,20 +87,30 @@ def easy_to_hard_stage(cfg: CurriculumSchema, n_levels: int, t: int, acceptance:
     return stage
 
 
+def easy_to_hard_weights(cfg: CurriculumSchema, n_levels: int, t: int,
+                         acceptance: Sequence[Sequence[float]]) -> list[float]:
+    """The current level, plus a share ``replay`` spread over the levels already passed."""
+    stage = easy_to_hard_stage(cfg, n_levels, t, acceptance)
+    replay = cfg.replay if stage else 0.0  # the first level has nothing to replay
+    return [replay / max(stage, 1)] * stage + [1.0 - replay] + [0.0] * (n_levels - stage - 1)
+
+
+LevelWeights = Callable[[CurriculumSchema, int, int, Sequence[Sequence[float]]], list[float]]
+CURRICULA: dict[str, LevelWeights | None] = {  # keyed by conf/curriculum/ option names; None: the split as it is
+    "none": None,
+    "mixture": lambda cfg, n_levels, t, acceptance: list(cfg.weights) or [1.0] * n_levels,
+    "hard_only": lambda cfg, n_levels, t, acceptance: [0.0] * (n_levels - 1) + [1.0],
+    "custom": lambda cfg, n_levels, t, acceptance: list(cfg.per_round[min(t, len(cfg.per_round) - 1)]),
+    "easy_to_hard": easy_to_hard_weights,
+}
+
+
 def level_weights(cfg: CurriculumSchema, n_levels: int, t: int, acceptance: Sequence[Sequence[float]]) -> list[float]:
     """Round t's weight per level (ascending); ``acceptance[r][i]``: acceptance at level i in round r."""
-    if cfg.name == "mixture":
-        weights = list(cfg.weights) or [1.0] * n_levels
-    elif cfg.name == "hard_only":
-        weights = [0.0] * (n_levels - 1) + [1.0]
-    elif cfg.name == "custom":
-        weights = list(cfg.per_round[min(t, len(cfg.per_round) - 1)])
-    elif cfg.name == "easy_to_hard":
-        stage = easy_to_hard_stage(cfg, n_levels, t, acceptance)
-        replay = cfg.replay if stage else 0.0  # the first level has nothing to replay
-        weights = [replay / max(stage, 1)] * stage + [1.0 - replay] + [0.0] * (n_levels - stage - 1)
-    else:
+    rule = CURRICULA.get(cfg.name)
+    if rule is None:
         raise ConfigError(f"curriculum.name={cfg.name!r}: has no level weights")
+    weights = rule(cfg, n_levels, t, acceptance)
     if len(weights) != n_levels:
         raise ConfigError(f"curriculum: {len(weights)} level weights {weights} for {n_levels} levels")
     return [float(w) for w in weights]
@@ -120,9 +131,9 @@ def draw(pool: Sequence[Problem], k: int, rng: random.Random) -> list[Problem]:
 def round_problems(train: Sequence[Problem], config: Config, t: int,
                    history: Sequence[Mapping[str, Any]] = ()) -> list[Problem]:
     """Round t's prompts under ``config.curriculum``; ``history`` holds the committed metrics rows."""
-    rng = random.Random(config.seed * 7919 + t)
+    rng = random.Random(round_seed(config.seed, t, "prompts"))
     n = config.prompts_per_round
-    if config.curriculum.name == "none":
+    if CURRICULA[config.curriculum.name] is None:
         return list(train) if n == 0 or n >= len(train) else rng.sample(list(train), n)
     pools: dict[int, list[Problem]] = defaultdict(list)
     for problem in train:

@@ -8,24 +8,14 @@ so the counts always add up to exactly M.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from sirt.config.errors import ConfigError
 from sirt.config.schema import ScheduleSchema
 
 
-def eta_schedule(schedule: ScheduleSchema, rounds: int) -> list[float]:
-    """eta_1..eta_T for ``rounds`` training rounds; refuses a schedule that cannot run."""
-    name, T = schedule.name, rounds
-    if name == "none":
-        return [0.0] * T
-    if name == "early":
-        return [1.0] + [0.0] * (T - 1)
-    if name == "uniform":
-        return [1.0 / T] * T
-    if name == "late":
-        if not 1 <= schedule.round <= T:
-            raise ConfigError(f"schedule.round={schedule.round}: the late round must be in 1..rounds={T}")
-        return [1.0 if t == schedule.round else 0.0 for t in range(1, T + 1)]
+def custom_eta(schedule: ScheduleSchema, T: int) -> list[float]:
+    """``schedule.eta`` as written, once it is a spread of the budget over the T training rounds."""
     eta = [float(x) for x in schedule.eta]
     if len(eta) != T:
         raise ConfigError(f"schedule.eta: has {len(eta)} entries but rounds={T}; give one share per round")
@@ -34,6 +24,27 @@ def eta_schedule(schedule: ScheduleSchema, rounds: int) -> list[float]:
     if abs(sum(eta) - 1.0) > 1e-6:
         raise ConfigError(f"schedule.eta={eta}: shares must sum to 1 (they sum to {sum(eta):.6g})")
     return eta
+
+
+def late_eta(schedule: ScheduleSchema, T: int) -> list[float]:
+    """The whole budget in round ``schedule.round``."""
+    if not 1 <= schedule.round <= T:
+        raise ConfigError(f"schedule.round={schedule.round}: the late round must be in 1..rounds={T}")
+    return [1.0 if t == schedule.round else 0.0 for t in range(1, T + 1)]
+
+
+SCHEDULES: dict[str, Callable[[ScheduleSchema, int], list[float]]] = {  # keyed by conf/schedule/ option names
+    "none": lambda schedule, T: [0.0] * T,
+    "early": lambda schedule, T: [1.0] + [0.0] * (T - 1),
+    "uniform": lambda schedule, T: [1.0 / T] * T,
+    "late": late_eta,
+    "custom": custom_eta,
+}
+
+
+def eta_schedule(schedule: ScheduleSchema, rounds: int) -> list[float]:
+    """eta_1..eta_T for ``rounds`` training rounds; refuses a schedule that cannot run."""
+    return SCHEDULES[schedule.name](schedule, rounds)
 
 
 def allocate(eta: list[float], budget: int) -> list[int]:

@@ -38,7 +38,7 @@ def finished_job(job_dir: Path) -> tuple[list[dict[str, Any]], DictConfig, dict[
 
 
 class RunDir:
-    """``<run>/metrics.jsonl``, ``state.json``, ``rounds/<t>/`` — see DESIGN.md."""
+    """``<run>/metrics.jsonl``, ``state.json``, ``rounds/<t>/``: the contract of README.md's run directory."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)

@@ -1,4 +1,4 @@
-"""PLACEHOLDER"""
+"""Forecasts: fits of the first k rounds, for every k and method, against what the run then did."""
 
 from __future__ import annotations
 
@@ -121,7 +121,7 @@ def _headline(k: int, table: list[dict[str, Any]]) -> dict[str, Any]:
 def forecast(t: np.ndarray, curves: dict[str, np.ndarray], k: int) -> Forecast:
     """Forecast from the first k' rounds for every k' in 3..n-1; headline numbers at ``k``.
 
-    Whether a prefix predicts the end is an empirical question (papers.md): the table keeps
+    Whether a prefix predicts the end is an empirical question: the table keeps
     the joint fit, separate exponentials and the power law side by side.
     """
     n = len(t)

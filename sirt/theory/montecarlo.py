@@ -44,7 +44,7 @@ What follows from it, and what the plots show:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +53,12 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sirt.config.compose import CONF_DIR
+from sirt.config.defaults import option
 from sirt.config.errors import ConfigError
 from sirt.config.schema import CurriculumSchema
 from sirt.plan.curriculum import check_curriculum, level_weights, plot_levels
 from sirt.plan.schedule import allocate
 
-CONF = CONF_DIR
 TIE_SE = 2.0  # a difference within this many standard errors is a tie...
 TIE_POINTS = 0.005  # ...and so is one below half a point of reward, however precisely measured
 
@@ -68,26 +67,26 @@ TIE_POINTS = 0.005  # ...and so is one below half a point of reward, however pre
 class MapSchema:
     """The grid of the advantage map."""
 
-    p0: list[float] = field(default_factory=lambda: [0.3, 0.45, 0.6, 0.75, 0.9])
-    prompts: list[int] = field(default_factory=lambda: [10, 20, 40, 80, 160, 320])
-    compare: list[str] = field(default_factory=lambda: ["easy_to_hard", "mixture"])
+    p0: list[float]
+    prompts: list[int]
+    compare: list[str]
 
 
 @dataclass
 class MonteCarloSchema:
     """``mc`` of conf/simulate.yaml (see the module docstring for the model)."""
 
-    levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
-    p0: float = 0.5
-    ceiling: float = 0.95
-    stiffness: float = 200.0
-    transfer: float = 0.3
-    prompts: int = 40
-    n_samples: int = 4
-    false_accept: float = 0.0
-    seeds: int = 200
-    curricula: dict[str, Any] = field(default_factory=dict)
-    map: MapSchema = field(default_factory=MapSchema)
+    levels: list[int]
+    p0: float
+    ceiling: float
+    stiffness: float
+    transfer: float
+    prompts: int
+    n_samples: int
+    false_accept: float
+    seeds: int
+    curricula: dict[str, Any]
+    map: MapSchema
 
 
 @dataclass
@@ -148,14 +147,12 @@ def curricula(mc: MonteCarloSchema, T: int) -> dict[str, CurriculumSchema]:
     out = {}
     for label, overrides in mc.curricula.items():
         name = (overrides or {}).get("name", label)
-        path = CONF / "curriculum" / f"{name}.yaml"
-        if not path.exists():
-            raise ConfigError(f"mc.curricula.{label}: no curriculum file {path.name} in conf/curriculum")
         try:
-            merged = OmegaConf.merge(OmegaConf.structured(CurriculumSchema), OmegaConf.load(path), overrides or {})
+            out[label] = option("curriculum", name, CurriculumSchema, **(overrides or {}))
+        except ConfigError as err:
+            raise ConfigError(f"mc.curricula.{label}: {err}") from None
         except OmegaConfBaseException as err:
             raise ConfigError(f"mc.curricula.{label}: {err.msg}") from None
-        out[label] = OmegaConf.to_object(merged)
         if out[label].name == "none":
             raise ConfigError(f"mc.curricula.{label}: 'none' has no levels to weigh; pick a curriculum")
         try:

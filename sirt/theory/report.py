@@ -1,4 +1,7 @@
-"""PLACEHOLDER"""
+"""The fitting callback's report: every fit of one run's metrics.jsonl, written to fit.json with its plots.
+
+:func:`fit_run` never raises on bad data: each part carries a ``status`` ("ok" or why it cannot be trusted).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PLACEHOLDER"""
+"""The text summary of a fit report (what ``python -m sirt.fit`` and ``sirt.simulate`` print)."""
 
 from __future__ import annotations
 
