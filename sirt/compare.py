@@ -194,7 +194,8 @@ def compare(sweep_dir: Path, tolerance: float = 0.03) -> dict[str, Any]:
 
 def group_of(sweep_dir: Path) -> str:
     """The W&B group the sweep's jobs logged to: their ``logger.group`` if one was set, else the name
-    :func:`sirt.runs.tracker.sweep_group` made from the sweep dir and the experiment (``+experiments=NAME``)."""
+    :func:`sirt.runs.tracker.sweep_group` made from the sweep dir and the experiment (``experiment=NAME``, or
+    ``+experiments=NAME`` in a sweep run before experiments became the ``conf/experiment`` group)."""
     experiment = None
     for job in sorted(filter(Path.is_dir, sweep_dir.iterdir()), key=job_order):
         hydra_dir = job / ".hydra"
@@ -204,11 +205,12 @@ def group_of(sweep_dir: Path) -> str:
         if group:
             return str(group)
         if (hydra_dir / "hydra.yaml").exists():
-            experiment = OmegaConf.select(OmegaConf.load(hydra_dir / "hydra.yaml"),
-                                          "hydra.runtime.choices.experiments", default=None)
+            choices = OmegaConf.select(OmegaConf.load(hydra_dir / "hydra.yaml"), "hydra.runtime.choices") or {}
+            experiment = choices.get("experiment") or choices.get("experiments")
         elif (hydra_dir / "overrides.yaml").exists():
             overrides = OmegaConf.to_container(OmegaConf.load(hydra_dir / "overrides.yaml"))
-            experiment = next((o.split("=", 1)[1] for o in overrides if o.startswith("+experiments=")), None)
+            experiment = next((o.split("=", 1)[1] for o in overrides
+                               if o.startswith(("experiment=", "+experiment=", "+experiments="))), None)
         break
     return sweep_group(sweep_dir, experiment)
 

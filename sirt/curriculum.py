@@ -19,7 +19,7 @@ metrics.jsonl, so a resumed run draws exactly the prompts an uninterrupted one w
 Monte-Carlo simulator (:mod:`sirt.theory.montecarlo`) calls the same :func:`level_weights`.
 
 ``python -m sirt.curriculum SWEEP_DIR`` tables the final accuracy per level of every job of
-a multirun (e.g. ``+experiments=curriculum_graph_tiny``) and draws each job's levels.png.
+a multirun (e.g. ``experiment=curriculum_graph_tiny``) and draws each job's levels.png.
 """
 
 from __future__ import annotations

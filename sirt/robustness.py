@@ -2,7 +2,7 @@
 
 The organism is taught by SFT, so what it becomes depends on the teaching seed and on the
 float order of the machine (CPU kernels, thread count). A multirun over ``model.teach.seed``
-and ``threads`` (``+experiments=organism_robustness``) teaches one organism per job; this
+and ``threads`` (``experiment=organism_robustness``) teaches one organism per job; this
 tables, per job, what the default run promises: accuracy gain, G above 0 in every round,
 Best-of-N picks right more often than a random sample at round 0, and a joint fit that
 Proposition 3.1 accepts (beta'/alpha' < 1). Writes ``robustness.md`` and ``robustness.json``

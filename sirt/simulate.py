@@ -77,6 +77,9 @@ SIMULATORS: dict[str, Callable[[DictConfig], list[dict[str, Any]]]] = {
 
 def simulate(cfg: DictConfig) -> list[dict[str, Any]]:
     """The metrics.jsonl rows of the simulator ``cfg.mode`` names."""
+    if "experiments" in cfg:  # the form before the studies became a group: it would apply nothing
+        raise ConfigError(f"+experiments={cfg.experiments}: the studies are a config group now, "
+                          f"use experiment={cfg.experiments}")
     if cfg.mode not in SIMULATORS:
         raise ConfigError(f"mode={cfg.mode!r}: must be one of {', '.join(SIMULATORS)}")
     return SIMULATORS[cfg.mode](cfg)

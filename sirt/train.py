@@ -33,7 +33,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sirt.config.errors import InputError
+from sirt.config.errors import ConfigError, InputError
 from sirt.loop.checks import validated
 from sirt.loop.run import resume_state, run
 from sirt.runs.rundir import RunDir, keep_hydra_files, lock_run_dir, restore_hydra_files
@@ -72,12 +72,15 @@ def main(cfg: DictConfig) -> None:
     lock = None
     try:
         lock = lock_run_dir(run_dir)
+        if "experiments" in cfg:  # the form before the studies became a group: it would apply nothing
+            raise ConfigError(f"+experiments={cfg.experiments}: the studies are a config group now, "
+                              f"use experiment={cfg.experiments}")
         config = validated(cfg)
         resume_state(RunDir(run_dir), config)  # refuses before the run's Hydra files are replaced
         if hydra_cfg.output_subdir is not None:
             keep_hydra_files(run_dir, hydra_cfg.output_subdir, hydra_files(cfg))
         if multirun and config.logger.group is None:  # the W&B runs of one sweep (and its compare run) share a group
-            config.logger.group = sweep_group(hydra_cfg.sweep.dir, hydra_cfg.runtime.choices.get("experiments"))
+            config.logger.group = sweep_group(hydra_cfg.sweep.dir, hydra_cfg.runtime.choices.get("experiment"))
         quiet_third_party()
         job_name = hydra_cfg.job.override_dirname or run_dir.name
         run(config, run_dir, job_name)

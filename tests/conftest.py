@@ -13,29 +13,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-# A loop small enough for a test: a briefly taught organism, 8 prompts, N = 4, 2 rounds.
-MICRO = [
-    "rounds=2",
-    "dataset.n_train=8",
-    "dataset.n_test=16",
-    "dataset.levels=[1,2]",
-    "generation.n_samples=4",
-    "generation.pass_k=[1,4]",
-    "generation.max_new_tokens=24",
-    "model.tiny.hidden_size=32",
-    "model.tiny.num_layers=1",
-    "model.tiny.num_heads=2",
-    "model.tiny.intermediate_size=64",
-    "model.teach.solve_problems=400",
-    "model.teach.solve_steps=30",
-    "model.teach.verify_problems=64",
-    "model.teach.verify_samples=2",
-    "model.teach.verify_steps=10",
-    "model.teach.batch_size=16",
-    "model.teach.gate=false",  # a micro organism judges at chance: the gate has its own test
-    "trainer.batch_size=8",
-    "trainer.epochs=1",
-]
+# A loop small enough for a test: a briefly taught organism, 8 prompts, N = 4, 2 rounds, gate off
+# (conf/debug/micro.yaml, applied after the groups; later command-line overrides still win).
+MICRO = ["debug=micro"]
 
 
 @pytest.fixture(scope="session")
@@ -44,6 +24,37 @@ def cache_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("xdg-cache")
     os.environ["XDG_CACHE_HOME"] = str(path)
     return path
+
+
+@pytest.fixture
+def micro_loop(cache_dir):
+    """The loop in this process, as sirt.train runs a job: compose ``debug=micro`` plus overrides, validate, then
+    ``sirt.loop.run.run(config, run_dir, job_name)``; returns the metrics rows. Afterwards it puts back what a
+    run changes process-wide: torch's thread count, the random generators it seeds, the environment."""
+    import random
+
+    import numpy as np
+    import torch
+
+    from sirt.config.compose import compose
+    from sirt.loop.checks import validated
+    from sirt.loop.run import run
+
+    def loop(run_dir: Path, *overrides: str, job_name: str = "micro") -> list[dict]:
+        return run(validated(compose(*MICRO, *overrides)), run_dir, job_name)
+
+    threads, env = torch.get_num_threads(), dict(os.environ)
+    generators = torch.get_rng_state(), random.getstate(), np.random.get_state()
+    try:
+        yield loop
+    finally:
+        torch.set_num_threads(threads)
+        torch.set_rng_state(generators[0])
+        random.setstate(generators[1])
+        np.random.set_state(generators[2])
+        for key in set(os.environ) - set(env):
+            del os.environ[key]
+        os.environ.update(env)
 
 
 def sirt_command(module: str, *overrides: str) -> list[str]:

@@ -13,6 +13,8 @@ from omegaconf import OmegaConf
 from sirt.config.errors import ConfigError
 from sirt.config.schema import Config
 from sirt.loop.checks import validated as validate
+from sirt.simulate import simulate
+from sirt.theory import montecarlo
 from tests.conftest import ROOT, sirt_command
 
 
@@ -94,14 +96,45 @@ def test_launchers_compose(launcher, target):
 
 
 TRAIN_EXPERIMENTS = sorted(
-    p.stem for p in (ROOT / "experiments").glob("*.yaml") if "sirt.simulate" not in p.read_text()
+    p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml") if "sirt.simulate" not in p.read_text()
 )
 
 
 @pytest.mark.parametrize("name", TRAIN_EXPERIMENTS)
 def test_experiments_compose_into_the_schema(name):
-    cfg = composed(f"+experiments={name}")
+    cfg = composed(f"experiment={name}")
     if cfg.model.name_or_path is None:  # runs here: the full check
         validate(cfg)
     else:  # real weights are not available offline: check the structure only
         OmegaConf.merge(OmegaConf.structured(Config), cfg)
+
+
+SIMULATE_EXPERIMENTS = sorted(
+    p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml") if "sirt.simulate" in p.read_text()
+)
+
+
+@pytest.mark.parametrize("name", SIMULATE_EXPERIMENTS)
+def test_simulate_experiments_compose_with_the_simulator_config(name):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+        cfg = compose(config_name="simulate", overrides=[f"experiment={name}"])
+        plain = compose(config_name="simulate")
+    assert set(cfg) == set(plain)  # it changes fields of conf/simulate.yaml, adds none
+    if cfg.mode == "curriculum":
+        mc, T, _ = montecarlo.settings(cfg)
+        montecarlo.curricula(mc, T)
+
+
+def test_the_old_experiments_form_is_refused_naming_the_new_one():
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+        cfg = compose(config_name="simulate", overrides=["+experiments=curriculum_simulation"])
+    with pytest.raises(ConfigError, match=r"use experiment=curriculum_simulation$"):
+        simulate(cfg)  # else a plain key that applies nothing (sirt.train refuses it alike)
+
+
+def test_debug_micro_shrinks_the_run_after_the_groups_and_the_experiment():
+    micro = validate(composed("debug=micro"))
+    assert (micro.rounds, micro.dataset.n_train, micro.generation.n_samples, micro.model.teach.gate) == (2, 8, 4, False)
+    ablation = validate(composed("experiment=passk_ablation_tiny", "debug=micro"))  # N = 64 in the experiment
+    assert ablation.generation.n_samples == 4 and ablation.generation.pass_k == [1, 4]
+    assert validate(composed("debug=micro", "rounds=3")).rounds == 3  # the command line still wins

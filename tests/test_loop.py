@@ -1,4 +1,6 @@
-"""The loop end to end on the micro config: the run directory contract, resume after SIGKILL."""
+"""The loop end to end on the micro config (``debug=micro``): the run directory contract in this process
+(sirt.loop.run.run on a composed, validated config); the CLI only for what is its own: exit codes, resume
+after SIGKILL, Hydra's files."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from sirt.config.errors import InputError
 from tests.conftest import MICRO, ROOT, sirt_command
 
 pytestmark = pytest.mark.slow
@@ -31,11 +34,11 @@ def rows(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_micro_run_writes_the_run_directory(tmp_path, cache_dir):
+def test_micro_run_writes_the_run_directory(tmp_path, micro_loop):
+    """In this process (W&B's files are test_wandb's, Hydra's .hydra the CLI tests' below)."""
     run_dir = tmp_path / "run"
-    result = train(run_dir)
-    assert result.returncode == 0, result.stderr[-3000:]
-    metrics = rows(run_dir)
+    metrics = micro_loop(run_dir, "logger=none")
+    assert metrics == rows(run_dir)
     assert [r["round"] for r in metrics] == [0, 1, 2]
     for r in metrics:
         assert set(r) >= METRIC_KEYS
@@ -47,17 +50,20 @@ def test_micro_run_writes_the_run_directory(tmp_path, cache_dir):
     assert metrics[1]["n_train_rows"] == picks + round(picks * 0.25 / 0.75)
     selections = [json.loads(x) for x in (run_dir / "rounds/0/selections.jsonl").read_text().splitlines()]
     assert len(selections) == 8 and all(len(s["samples"]) == 4 == len(s["scores"]) for s in selections)
-    assert json.loads((run_dir / "state.json").read_text())["round"] == 2
-    assert (run_dir / ".hydra/config.yaml").exists()
-    assert list((run_dir / "wandb").glob("offline-run-*")), "no offline W&B run"
+    assert all((run_dir / f"rounds/{t}/selections.jsonl").exists() for t in (1, 2))
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["round"] == 2 and state["config_hash"] and state["wandb_id"] is None  # logger=none
+    assert [p.parent.name for p in (run_dir / "rounds").glob("*/model")] == ["2"]  # keep_models=last
+    assert not (run_dir / "wandb").exists()
     fit = json.loads((run_dir / "fit.json").read_text())
     assert "4 rounds" in fit["status"]  # 3 rows are too few to fit, and the run still succeeds
 
 
-def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, cache_dir):
+def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, micro_loop):
+    """Killed and resumed through the CLI; the uninterrupted reference runs in this process."""
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     extra = ("rounds=3", "logger=none", "fit.enabled=false")
-    assert train(reference, *extra).returncode == 0
+    micro_loop(reference, *extra)
     proc = train(killed, *extra, wait=False)
     state = killed / "state.json"
     deadline = time.time() + 240
@@ -88,9 +94,9 @@ def test_resume_refuses_a_changed_config(tmp_path, cache_dir):
     assert (run_dir / ".hydra" / "config.yaml").read_bytes() == hydra_config  # Hydra's rewrite is undone
 
 
-def test_a_verifier_below_the_gate_never_enters_a_run(tmp_path, cache_dir):
-    """Teaching ends with the gate: measured, one more course, then a refusal naming the figures; the failed
-    organism is cached, so a rerun refuses at once instead of teaching again."""
+def test_a_verifier_below_the_gate_never_enters_a_run(tmp_path, micro_loop, cache_dir):
+    """Teaching ends with the gate: measured, one more course, then a refusal naming the figures (exit 2, one
+    line); the failed organism is cached, so a rerun (in this process) refuses at once instead of teaching again."""
     gate = ["model.teach.gate=true", "model.teach.gate_problems=8", "model.teach.gate_samples=4",
             "model.teach.gate_auc=1.01", "model.teach.gate_extensions=1", "model.teach.gate_steps=5",
             "logger=none", "fit.enabled=false"]
@@ -103,6 +109,7 @@ def test_a_verifier_below_the_gate_never_enters_a_run(tmp_path, cache_dir):
     failed = [s for s in failed if not s["passed"]]
     assert len(failed) == 1 and len(failed[0]["gate"]) == 2 and len(failed[0]["verify"]) == 2
     start = time.time()
-    again = train(tmp_path / "run2", *gate)
-    assert again.returncode == 2 and again.stderr.strip().splitlines()[-1] == message
+    with pytest.raises(InputError) as again:
+        micro_loop(tmp_path / "run2", *gate)
+    assert f"sirt.train: {again.value}" == message
     assert time.time() - start < 60

@@ -74,9 +74,15 @@ def test_compare_finds_the_group_its_jobs_logged_to(tmp_path):
     sweep = tmp_path / "multirun" / "2026-03-04" / "05-06-07"
     write_job(sweep, 0, "none", 0, [0.3, 0.4])
     assert group_of(sweep) == "2026-03-04_05-06-07"
-    OmegaConf.save(OmegaConf.create({"hydra": {"runtime": {"choices": {"experiments": "xi_tiny"}}}}),
-                   sweep / "0" / ".hydra" / "hydra.yaml")
+    hydra_yaml = sweep / "0" / ".hydra" / "hydra.yaml"
+    OmegaConf.save(OmegaConf.create({"hydra": {"runtime": {"choices": {"experiment": "xi_tiny"}}}}), hydra_yaml)
     assert group_of(sweep) == "xi_tiny_2026-03-04_05-06-07"
+    OmegaConf.save(OmegaConf.create({"hydra": {"runtime": {"choices": {"experiments": "old"}}}}), hydra_yaml)
+    assert group_of(sweep) == "old_2026-03-04_05-06-07"  # a sweep run with +experiments=NAME before
+    hydra_yaml.unlink()
+    for override, name in [("experiment=xi_tiny", "xi_tiny"), ("+experiments=old", "old")]:
+        OmegaConf.save(OmegaConf.create(["seed=0", override]), sweep / "0" / ".hydra" / "overrides.yaml")
+        assert group_of(sweep) == f"{name}_2026-03-04_05-06-07"
     config = OmegaConf.load(sweep / "0" / ".hydra" / "config.yaml")
     config.logger = {"group": "mine"}
     OmegaConf.save(config, sweep / "0" / ".hydra" / "config.yaml")

@@ -145,7 +145,7 @@ def flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def sweep_group(sweep_dir: str | Path, experiment: str | None = None) -> str:
     """The W&B group of a multirun's jobs and of its ``sirt.compare`` run: ``<date>_<time>`` of a sweep
     dir ``.../<date>/<time>`` (Hydra's default), else the dir's name; prefixed by the experiment name
-    (``+experiments=NAME``) when there is one. ``logger.group`` overrides it."""
+    (``experiment=NAME``) when there is one. ``logger.group`` overrides it."""
     path = Path(sweep_dir).resolve()
     name = path.name
     if re.fullmatch(r"\d{4}-\d{2}-\d{2}", path.parent.name) and re.fullmatch(r"\d{2}-\d{2}-\d{2}", name):

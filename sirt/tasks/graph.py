@@ -8,7 +8,7 @@ and a level-d question takes d - 1 look-ups (the last hop lands on the goal the 
 each of which can go wrong. Writing the path without separators makes each look-up the
 simplest one a small transformer learns (an induction step: after ``b``, copy the letter that
 follows ``b`` in an edge); the organism still needs twice the arithmetic task's teaching
-steps to learn it (see experiments/curriculum_graph_tiny.yaml).
+steps to learn it (see conf/experiment/curriculum_graph_tiny.yaml).
 
 The graphs are built so that following *any* out-edge from any node ends at the goal (every
 edge leads one step closer to it): the nodes off the start's path are branches that flow into
