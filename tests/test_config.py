@@ -60,6 +60,40 @@ def test_the_organism_replays_its_verdicts_and_real_models_do_not():
         validate(composed("model=hf", "model.name_or_path=/tmp", "trainer.verifier_replay=0.25"))
 
 
+@pytest.mark.parametrize(
+    "override,field",
+    [
+        ("external.teacher.base_url=ftp://127.0.0.1/v1", "external.teacher.base_url"),
+        ("external.teacher.base_url=http:///v1", "external.teacher.base_url"),
+        ("external.teacher.timeout=0", "external.teacher.timeout"),
+        ("external.teacher.retries=-1", "external.teacher.retries"),
+        ("external.teacher.concurrency=0", "external.teacher.concurrency"),
+        ("external.teacher.endpoint=responses", "external.teacher.endpoint"),
+        ("+external.teacher.threads=8", "external.teacher.threads"),
+        ("external.teacher.timeout=soon", "external.teacher.timeout"),
+    ],
+)
+def test_an_http_teacher_that_cannot_run_is_refused_in_one_line(override, field):
+    http = ["external=teacher", "external.teacher.kind=http", "external.teacher.base_url=http://127.0.0.1:8000/v1"]
+    assert validate(composed(*http)).external.source == "teacher"
+    with pytest.raises(ConfigError, match=re.escape(field)) as err:
+        validate(composed(*http, override))
+    assert "\n" not in str(err.value)
+
+
+def test_a_local_teachers_weights_are_checked_before_any_model_loads():
+    with pytest.raises(ConfigError, match=re.escape("external.teacher.model.name_or_path='/nonexistent/teacher'")):
+        validate(composed("external=teacher", "external.teacher.model.name_or_path=/nonexistent/teacher"))
+
+
+def test_a_teacher_without_its_composed_defaults_is_refused():
+    """The teacher's defaults live in conf/external/teacher.yaml only: source=teacher on gold's empty block fails."""
+    assert validate(composed("external=teacher")).external.teacher["retries"] == 3
+    with pytest.raises(ConfigError, match=r"external\.teacher\.kind: a value is required") as err:
+        validate(composed("external.source=teacher"))
+    assert "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("eta", ["[0.5,0.6,0,0,0,0,0,0,0,0]", "[1.5,-0.5,0,0,0,0,0,0,0,0]", "[1,0]"])
 def test_custom_schedules_that_cannot_run_are_refused(eta):
     with pytest.raises(ConfigError, match="schedule"):

@@ -103,5 +103,5 @@ def train_model(model, tokenizer, run: RunDir, config: Config, t: int, ext_items
         rows = rows + rng.sample(list(replay), min(len(replay), round(len(rows) * share / (1 - share))))
     lora = config.model.lora if config.trainer.lora else None
     model, stats = training.sft(model, tokenizer, rows, config.trainer, seed=round_seed(config.seed, t, "sft"),
-                                lora=lora, dtype=config.model.dtype)
+                                lora=lora, dtype=config.model.dtype, adapter_dir=run.adapter_dir(t))
     return model, {**stats, "ext_used": used, "n_train_rows": len(rows)}

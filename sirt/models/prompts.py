@@ -44,11 +44,19 @@ def bos_text(tokenizer: PreTrainedTokenizerBase) -> str:
     return tokenizer.bos_token if tokenizer.bos_token and ids[:1] == [tokenizer.bos_token_id] else ""
 
 
+def pose(question: str, tokenizer: PreTrainedTokenizerBase, model: ModelSchema, dataset: DatasetSchema) -> str:
+    """The text ``model`` continues for ``question``: chat-formatted, or the dataset's plain template.
+
+    Every model is posed with its own tokenizer: a local teacher gets its template, not the student's.
+    """
+    if uses_chat(tokenizer, model):
+        return render(tokenizer, model, user_turn(dataset, question), open_turn=True)
+    return bos_text(tokenizer) + dataset.prompt_template.format(question=question)
+
+
 def solver_prompt(question: str, tokenizer: PreTrainedTokenizerBase, config: Config) -> str:
-    """The text the solver continues for ``question``: chat-formatted, or the dataset's plain template."""
-    if uses_chat(tokenizer, config.model):
-        return render(tokenizer, config.model, user_turn(config.dataset, question), open_turn=True)
-    return bos_text(tokenizer) + config.dataset.prompt_template.format(question=question)
+    """The text the solver continues for ``question``."""
+    return pose(question, tokenizer, config.model, config.dataset)
 
 
 def verifier_question(config: Config) -> str:

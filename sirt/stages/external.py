@@ -31,11 +31,11 @@ def training_rows(
     random) taking their target from the external source instead. Returns (rows, items used).
 
     ``gold``: the dataset's reference solution; ``oracle``: :func:`oracle_target`;
-    ``teacher``: the teacher's response to the prompt.
+    ``teacher``: the teacher's response to the question (its own prompt, not the student's).
     """
     external = sorted(rng.sample(range(len(records)), min(n_external, len(records))))
     if source == "teacher" and external:
-        targets = dict(zip(external, teacher([records[i]["prompt"] for i in external])))
+        targets = dict(zip(external, teacher([records[i]["question"] for i in external])))
     else:
         targets = {i: records[i]["reference"] if source == "gold" else oracle_target(records[i]) for i in external}
     rows = []
