@@ -110,7 +110,7 @@ def load_named(cfg: ModelSchema) -> tuple[PreTrainedModel, PreTrainedTokenizerBa
 
     A hub download that fails becomes the one-line :class:`~sirt.models.weights.WeightsUnavailable`.
     A chat model's responses end where its template ends an assistant turn, which is not always
-    the tokenizer's EOS (Phi-3): generation stops there and SFT appends it to every target.
+    the tokenizer's EOS (Phi-3): see :func:`end_at_turn_end`.
     """
     source = weights.check_available(cfg.name_or_path, cfg.gguf_file)
     try:
@@ -119,11 +119,17 @@ def load_named(cfg: ModelSchema) -> tuple[PreTrainedModel, PreTrainedTokenizerBa
         if source.local:
             raise
         raise weights.unavailable(cfg.name_or_path, str(err).splitlines()[0]) from None
+    return model, end_at_turn_end(tokenizer, cfg)
+
+
+def end_at_turn_end(tokenizer: PreTrainedTokenizerBase, cfg: ModelSchema) -> PreTrainedTokenizerBase:
+    """A chat model's EOS becomes its template's end of turn: generation stops there and every SFT
+    target ends with it (:func:`sirt.models.tokens.target_ids`)."""
     if uses_chat(tokenizer, cfg) and (eot := end_of_turn(tokenizer, cfg)) and eot != tokenizer.eos_token:
         log.info("responses end at %s, the chat template's end of turn (tokenizer EOS was %s)", eot,
                  tokenizer.eos_token)
         tokenizer.eos_token = eot
-    return model, tokenizer
+    return tokenizer
 
 
 def save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: Path) -> None:

@@ -10,13 +10,14 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sirt.config.schema import GenerationSchema, VerifierSchema
 from sirt.loop.round import Stopwatch
+from sirt.models.tokens import encode
 from sirt.stages.samples import Sample
 from sirt.stages.verification import verification_prompt
 
 
 def prompt_ids(tokenizer: PreTrainedTokenizerBase, text: str, device: torch.device) -> torch.Tensor:
     """Token ids of one unpadded prompt, shape (1, length)."""
-    return tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"].to(device)
+    return torch.tensor([encode(tokenizer, text)], dtype=torch.long, device=device)
 
 
 def until_eos(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
@@ -114,7 +115,7 @@ def response_ids(tokenizer: PreTrainedTokenizerBase, s: Sample, max_new_tokens: 
     below the length cap can only be the closing EOS (a response without EOS runs to the cap);
     at the cap it could also be a special token mid-text, so such samples are skipped.
     """
-    ids = tokenizer(s.text, add_special_tokens=False)["input_ids"]
+    ids = encode(tokenizer, s.text)
     if s.n_tokens == len(ids):
         return ids
     if s.n_tokens == len(ids) + 1 and s.n_tokens < max_new_tokens:

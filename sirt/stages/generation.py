@@ -14,11 +14,18 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sirt.config.schema import GenerationSchema
+from sirt.models.tokens import encode_all, left_padded
 from sirt.stages.samples import Sample
 
 
 def _chunks(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str]) -> dict[str, torch.Tensor]:
+    """The left-padded ids generation conditions on: the prompts' own, no special tokens added
+    (:mod:`sirt.models.tokens`; the prompt texts hold them)."""
+    return left_padded(encode_all(tokenizer, prompts), tokenizer.pad_token_id)
 
 
 @torch.inference_mode()
@@ -30,7 +37,7 @@ def _generate_chunk(
     cfg: GenerationSchema,
     greedy: bool,
 ) -> list[list[Sample]]:
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    enc = {k: v.to(model.device) for k, v in encode_prompts(tokenizer, prompts).items()}
     sampling = {"do_sample": False} if greedy else {
         "do_sample": True,
         "temperature": cfg.temperature,
