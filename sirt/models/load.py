@@ -9,6 +9,7 @@ and teaches it once (see :mod:`sirt.loop.organism`). Either way the rest of sirt
 
 from __future__ import annotations
 
+import inspect
 import logging
 import string
 from pathlib import Path
@@ -79,6 +80,12 @@ def torch_dtype(name: str) -> torch.dtype:
         cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         return torch.bfloat16 if cuda_bf16 else torch.float32
     return getattr(torch, name)
+
+
+def last_logits_only(model: PreTrainedModel) -> dict[str, int]:
+    """``logits_to_keep=1`` where the model's forward takes it (the check ``generate`` makes), else nothing:
+    the LM head then projects only the last position onto the vocabulary, not every position."""
+    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
 
 
 def device() -> torch.device:

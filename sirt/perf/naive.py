@@ -41,8 +41,8 @@ def generate_one(
 
 @torch.inference_mode()
 def teacher_forced_logprob(model: PreTrainedModel, prompt: torch.Tensor, response: torch.Tensor) -> float:
-    """log pi(y|x) by a second forward pass over prompt + response: the quantity the fast path reads
-    from its sampling pass, computed the way a naive pipeline does."""
+    """log pi(y|x) by a forward pass over one prompt + response: the quantity the fast path reads from
+    its sampling pass or a batched pass in chunks of positions, computed the way a naive pipeline does."""
     ids = torch.cat([prompt[0], response]).unsqueeze(0)
     logits = model(ids).logits[0, prompt.shape[1] - 1 : -1].float()
     return float(torch.log_softmax(logits, dim=-1).gather(-1, response.unsqueeze(-1)).sum())
@@ -128,7 +128,7 @@ def logprob_agreement(
     max_new_tokens: int,
 ) -> dict[str, float | int]:
     """Largest |fast log-prob - teacher-forced log-prob| over the fast path's own samples: the
-    sampling pass and a second forward pass must give the same U on the same sequences."""
+    fast path (sampling pass or chunked batched pass) and a plain forward pass must give the same U."""
     diffs, skipped = [], 0
     for prompt, row in zip(prompts, samples):
         ids = prompt_ids(tokenizer, prompt, model.device)

@@ -1,5 +1,8 @@
 """Self-verification: the model scores its own responses, s in [0, 1], from one forward pass.
 
+Only the last position goes through the LM head (``logits_to_keep=1`` where the model takes it), so
+a batch's logits are batch x vocab whatever the length of the texts.
+
 TF: ``s = P(true) / (P(true) + P(false))`` from the next-token distribution over the two answer
 words. QE: the expected rating under the next-token distribution over the rating tokens,
 scaled to [0, 1]. No free text is generated or parsed. A word may be spelt by the tokenizer
@@ -14,6 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sirt.config.errors import ConfigError
 from sirt.config.schema import VerifierSchema
+from sirt.models.load import last_logits_only
 from sirt.models.tokens import left_padded, verification_ids
 
 
@@ -87,7 +91,8 @@ class Verifier:
             idx = order[start : start + size]
             enc = {k: v.to(model.device) for k, v in self.encode([pairs[i] for i in idx]).items()}
             positions = (enc["attention_mask"].cumsum(-1) - 1).clamp_min(0)
-            last = model(**enc, position_ids=positions).logits[:, -1, :]  # left-padded: last = next token
+            # left-padded: the last position's logits are the next token's, and the only ones projected
+            last = model(**enc, position_ids=positions, **last_logits_only(model)).logits[:, -1, :]
             for i, s in zip(idx, self._from_logits(last).tolist()):
                 scores[i] = s
         return scores
