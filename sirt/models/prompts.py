@@ -6,7 +6,8 @@ gets the question as a user turn (``dataset.chat.user``) and the assistant heade
 model gets ``dataset.prompt_template``. Self-verification of a chat model continues the same
 conversation: the model's answer closes its turn and a new user turn asks the verifier's
 question, so the verdict is the first token of the model's reply. Prompts carry their special
-tokens as text, because generation and verification tokenize them without adding any.
+tokens as text, because generation, verification and training tokenize them without adding any
+(:mod:`sirt.models.tokens`).
 """
 
 from __future__ import annotations

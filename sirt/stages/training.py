@@ -1,6 +1,7 @@
 """Training: TRL's SFTTrainer on (prompt, completion) rows, with a LoRA adapter merged back.
 
-Prompt/completion rows give completion-only loss, i.e. exactly "minimise U on the picks".
+Prompt/completion rows give completion-only loss, i.e. exactly "minimise U on the picks"; they
+reach TRL as ids (:mod:`sirt.models.tokens`), tokenized as sampling and verification tokenize them.
 A round trains a fresh LoRA adapter and merges it, because TRL refuses a PeftModel together
 with a new ``peft_config``; the merged weights carry the round's learning into the next.
 In a bf16/fp16 model the merge goes through fp32 master weights (:class:`MasterWeights`), so
@@ -23,6 +24,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import SFTConfig, SFTTrainer
 
 from sirt.config.schema import LoraSchema, TrainerSchema
+from sirt.models.tokens import training_row
 
 log = logging.getLogger(__name__)
 MASTER = "sirt_master"  # the attribute of a bf16/fp16 model that holds its MasterWeights
@@ -47,6 +49,50 @@ def lora_config(cfg: LoraSchema) -> LoraConfig:
     )
 
 
+def trainer(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: list[dict[str, str]],
+    cfg: TrainerSchema,
+    seed: int,
+    lora: LoraSchema | None,
+    output_dir: str,
+    dtype: str = "auto",
+    progress: bool = True,
+) -> SFTTrainer:
+    """TRL's SFTTrainer on ``rows`` ({prompt, completion}), handed as ids
+    (:func:`sirt.models.tokens.training_row`) so it trains on the very tokens generation and
+    verification saw. TRL treats rows with ``input_ids`` as pre-tokenized and uses their ``labels``."""
+    args = SFTConfig(
+        output_dir=output_dir,
+        learning_rate=cfg.lr,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps if cfg.max_steps > 0 else -1,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay,
+        max_length=cfg.max_length,
+        seed=seed,
+        data_seed=seed,
+        logging_steps=max(1, cfg.logging_steps),
+        save_strategy="no",
+        report_to=[],
+        disable_tqdm=not progress,
+        dataloader_num_workers=0,
+        **device_settings(dtype),
+    )
+    dataset = Dataset.from_list([training_row(tokenizer, r["prompt"], r["completion"]) for r in rows])
+    return SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=lora_config(lora) if lora is not None else None,
+    )
+
+
 def sft(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -67,36 +113,10 @@ def sft(
     if not rows:
         return model, {"train_loss": float("nan"), "train_steps": 0}
     with tempfile.TemporaryDirectory(prefix="sirt-sft-") as out:
-        args = SFTConfig(
-            output_dir=out,
-            learning_rate=cfg.lr,
-            num_train_epochs=cfg.epochs,
-            max_steps=cfg.max_steps if cfg.max_steps > 0 else -1,
-            per_device_train_batch_size=cfg.batch_size,
-            gradient_accumulation_steps=cfg.grad_accum,
-            lr_scheduler_type=cfg.lr_scheduler,
-            warmup_steps=cfg.warmup_steps,
-            weight_decay=cfg.weight_decay,
-            max_length=cfg.max_length,
-            seed=seed,
-            data_seed=seed,
-            logging_steps=max(1, cfg.logging_steps),
-            save_strategy="no",
-            report_to=[],
-            disable_tqdm=not progress,
-            dataloader_num_workers=0,
-            **device_settings(dtype),
-        )
-        trainer = SFTTrainer(
-            model=model,
-            args=args,
-            train_dataset=Dataset.from_list(rows),
-            processing_class=tokenizer,
-            peft_config=lora_config(lora) if lora is not None else None,
-        )
+        sft_trainer = trainer(model, tokenizer, rows, cfg, seed, lora, out, dtype, progress)
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        result = trainer.train()
-    trained = trainer.model
+        result = sft_trainer.train()
+    trained = sft_trainer.model
     if lora is not None:
         if adapter_dir is not None:
             save_adapter(trained, adapter_dir)
