@@ -66,6 +66,14 @@ def test_training_rows_swap_in_external_targets():
     assert [r["completion"] for r in rows] == ["p0!", "p1!", "p2!"]
 
 
+def test_oracle_without_a_right_sample_keeps_the_self_pick_and_is_not_counted():
+    # record 1 was picked by the verifier (sample 1) but none of its samples is right: no oracle target
+    records = [record(0, 0, [True, False]), record(1, 1, [False, False]), record(2, None, [False, True])]
+    rows, used = training_rows(records, 3, "oracle", random.Random(0))
+    assert [r["completion"] for r in rows] == ["s00", "s11", "s21"]
+    assert used == 2  # the oracle replaced the targets of records 0 and 2 only
+
+
 class Stub(BaseHTTPRequestHandler):
     """An OpenAI-compatible /v1/completions server on 127.0.0.1 with scripted behaviour."""
 
