@@ -11,10 +11,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from sirt.config.compose import compose
 from sirt.config.errors import ConfigError, InputError
 from sirt.config.schema import ScheduleSchema
+from sirt.loop.checks import validated
+from sirt.loop.round import train_rows
 from sirt.loop.teacher import HTTPTeacher, teacher_schema
 from sirt.plan.schedule import allocate, eta_schedule
+from sirt.runs.rundir import RunDir
 from sirt.stages.external import training_rows
 
 
@@ -72,6 +76,23 @@ def test_oracle_without_a_right_sample_keeps_the_self_pick_and_is_not_counted():
     rows, used = training_rows(records, 3, "oracle", random.Random(0))
     assert [r["completion"] for r in rows] == ["s00", "s11", "s21"]
     assert used == 2  # the oracle replaced the targets of records 0 and 2 only
+
+
+def test_restart_from_base_rebuilds_each_earlier_round_with_its_own_external_items(tmp_path):
+    config = validated(compose("rounds=3", "schedule=early", "external.budget=2", "trainer.restart_from_base=true"))
+    ext = allocate(eta_schedule(config.schedule, config.rounds), config.external.budget)
+    assert ext == [2, 0, 0]  # an Early schedule: all external items train model_1
+    run = RunDir(tmp_path)
+    run.commit_round(0, {"round": 0}, [record(i, None, [False, False]) for i in range(3)], {})  # nothing picked
+    run.commit_round(1, {"round": 1}, [record(i, 1, [False, True]) for i in range(3)], {})
+    round1, used1, _ = train_rows(run, config, 1, ext, teacher=None)
+    assert used1 == 2 and sorted(r["completion"] for r in round1) in (["gold0", "gold1"], ["gold0", "gold2"],
+                                                                      ["gold1", "gold2"])
+    rows, used, rng = train_rows(run, config, 2, ext, teacher=None)
+    assert rows == round1 + [{"prompt": f"p{i}", "completion": f"s{i}1"} for i in range(3)]  # model_1's rows first
+    assert used == 0  # round 2's own external items; the rebuilt ones were counted in round 1
+    plain = validated(compose("rounds=3", "schedule=early", "external.budget=2"))
+    assert rng.getstate() == train_rows(run, plain, 2, ext, None)[2].getstate()  # the replay draw is unchanged
 
 
 class Stub(BaseHTTPRequestHandler):
