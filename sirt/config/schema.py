@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from omegaconf import MISSING  # a field without a default: its value comes from the YAML
+
 
 @dataclass
 class TinySchema:
@@ -160,6 +162,7 @@ class TrainerSchema:
     restart_from_base: bool = False
     lora: bool = True
     verifier_replay: float = 0.0
+    gradient_checkpointing: bool | str = MISSING  # auto | true | false
 
 
 @dataclass

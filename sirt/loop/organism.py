@@ -223,7 +223,8 @@ def teach(model_cfg: ModelSchema, dataset: DatasetSchema, held_out: set[str]) ->
 
     def phase(rows: list[dict[str, str]], steps: int, lr: float) -> dict:
         schedule = TrainerSchema(lr=lr, max_steps=steps, batch_size=t.batch_size, lr_scheduler="cosine",
-                                 warmup_steps=max(1, steps // 20), weight_decay=0.01, logging_steps=50)
+                                 warmup_steps=max(1, steps // 20), weight_decay=0.01, logging_steps=50,
+                                 gradient_checkpointing="auto")
         nonlocal model
         model, stats = sft(model, tokenizer, rows, schedule, seed=t.seed, lora=None)
         return stats
