@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import time
@@ -49,6 +50,11 @@ def test_bad_values_name_the_field(override, field):
     overrides = [override] + (["rounds=3"] if override == "schedule=custom" else [])
     with pytest.raises(ConfigError, match=re.escape(field)):
         validate(composed(*overrides))
+
+
+def test_every_top_level_field_of_the_schema_is_set_by_the_yaml():
+    """conf/ is the single source of defaults: a field only the schema has is read by nothing (eval_every was)."""
+    assert {f.name for f in dataclasses.fields(Config)} == set(composed())
 
 
 def test_gradient_checkpointing_is_auto_unless_forced():

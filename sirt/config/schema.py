@@ -229,7 +229,6 @@ class Config:
     seed: int = 0
     rounds: int = 10
     prompts_per_round: int = 0
-    eval_every: int = 1
     keep_models: str = "last"
     threads: int = 0
     model: ModelSchema = field(default_factory=ModelSchema)
