@@ -80,6 +80,7 @@ class HubSchema:
     configs: list[str] = field(default_factory=list)
     train_split: str = "train"
     test_split: str = "test"
+    test_id: str | None = MISSING  # the test split's own hub copy (MATH-500); null = id's test split
 
 
 @dataclass
@@ -105,7 +106,7 @@ class GraphSchema:
 class DatasetSchema:
     name: str = "arithmetic"
     path: str | None = None
-    hub: HubSchema = field(default_factory=HubSchema)
+    hub: HubSchema | None = None  # None: a dataset generated in code (its YAML has no hub block)
     prompt_template: str = "Q: {question}\nA: "
     chat: ChatSchema = field(default_factory=ChatSchema)
     levels: list[int] = field(default_factory=lambda: [2, 3, 4])

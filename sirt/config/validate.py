@@ -62,6 +62,9 @@ def _checks(c: Config) -> None:
     _check(c.dataset.n_test >= 1, "dataset.n_test", c.dataset.n_test, "must be >= 1")
     _check(c.dataset.path is None or "{split}" in c.dataset.path, "dataset.path", c.dataset.path,
            "a pattern with {split} (e.g. DIR/gsm8k_{split}.jsonl): train and test are read from two files")
+    hub = c.dataset.hub
+    _check(hub is None or hub.test_id is None or hub.id is not None, "dataset.hub.test_id", hub and hub.test_id,
+           "a test split's own hub copy needs dataset.hub.id (the train split's copy)")
     _check(bool(c.dataset.levels) and min(c.dataset.levels) >= 1, "dataset.levels", c.dataset.levels, "levels >= 1")
     if c.dataset.name == "graph":
         _check(max(c.dataset.levels) < c.dataset.graph.nodes <= 26, "dataset.graph.nodes", c.dataset.graph.nodes,
