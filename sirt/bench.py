@@ -222,7 +222,7 @@ def train_stage(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, run_
     run = RunDir(run_dir)
     run.commit_round(0, *round0, {})
     with clock("train"):
-        train_model(model, tokenizer, run, config, t=1, ext_items=0, teacher=None,
+        train_model(model, tokenizer, run, config, t=1, ext=[0], teacher=None,
                     load_base=lambda: load_model(config.model, config.dataset, held_out))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import time
@@ -41,12 +42,27 @@ def test_default_config_is_valid():
         ("trainer.verifier_replay=1.0", "trainer.verifier_replay"),
         ("threads=-1", "threads"),
         ("model.teach.gate_samples=1", "model.teach.gate_problems"),
+        ("trainer.gradient_checkpointing=maybe", "trainer.gradient_checkpointing"),
+        ("trainer.gradient_checkpointing=2", "trainer.gradient_checkpointing"),
     ],
 )
 def test_bad_values_name_the_field(override, field):
     overrides = [override] + (["rounds=3"] if override == "schedule=custom" else [])
     with pytest.raises(ConfigError, match=re.escape(field)):
         validate(composed(*overrides))
+
+
+def test_every_top_level_field_of_the_schema_is_set_by_the_yaml():
+    """conf/ is the single source of defaults: a field only the schema has is read by nothing (eval_every was)."""
+    assert {f.name for f in dataclasses.fields(Config)} == set(composed())
+
+
+def test_gradient_checkpointing_is_auto_unless_forced():
+    assert validate(composed()).trainer.gradient_checkpointing == "auto"
+    for model in ("tiny", "smollm2_135m", "llama3_8b"):  # every trainer group inherits trainer/default.yaml
+        assert composed(f"model={model}").trainer.gradient_checkpointing == "auto"
+    assert validate(composed("trainer.gradient_checkpointing=true")).trainer.gradient_checkpointing is True
+    assert validate(composed("trainer.gradient_checkpointing=false")).trainer.gradient_checkpointing is False
 
 
 def test_the_organism_replays_its_verdicts_and_real_models_do_not():

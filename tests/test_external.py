@@ -14,14 +14,17 @@ from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from sirt.config.compose import compose
 from sirt.config.defaults import default
 from sirt.config.errors import ConfigError, InputError
 from sirt.config.schema import DatasetSchema
+from sirt.loop.checks import validated
+from sirt.loop.round import train_rows
 from sirt.loop.teacher import make_teacher, retry_after
 from sirt.plan.schedule import allocate, eta_schedule
+from sirt.runs.rundir import RunDir
 from sirt.stages.external import training_rows
 from tests.conftest import MICRO, ROOT
 
@@ -74,6 +77,31 @@ def test_training_rows_swap_in_external_targets():
     rows, _ = training_rows(records, 3, "teacher", random.Random(0), teacher=lambda qs: [q + "!" for q in qs])
     assert [r["completion"] for r in rows] == ["q0!", "q1!", "q2!"]  # the teacher is asked the question
     assert [r["prompt"] for r in rows] == ["p0", "p1", "p2"]  # and the student trains on its own prompt
+
+
+def test_oracle_without_a_right_sample_keeps_the_self_pick_and_is_not_counted():
+    # record 1 was picked by the verifier (sample 1) but none of its samples is right: no oracle target
+    records = [record(0, 0, [True, False]), record(1, 1, [False, False]), record(2, None, [False, True])]
+    rows, used = training_rows(records, 3, "oracle", random.Random(0))
+    assert [r["completion"] for r in rows] == ["s00", "s11", "s21"]
+    assert used == 2  # the oracle replaced the targets of records 0 and 2 only
+
+
+def test_restart_from_base_rebuilds_each_earlier_round_with_its_own_external_items(tmp_path):
+    config = validated(compose("rounds=3", "schedule=early", "external.budget=2", "trainer.restart_from_base=true"))
+    ext = allocate(eta_schedule(config.schedule, config.rounds), config.external.budget)
+    assert ext == [2, 0, 0]  # an Early schedule: all external items train model_1
+    run = RunDir(tmp_path)
+    run.commit_round(0, {"round": 0}, [record(i, None, [False, False]) for i in range(3)], {})  # nothing picked
+    run.commit_round(1, {"round": 1}, [record(i, 1, [False, True]) for i in range(3)], {})
+    round1, used1, _ = train_rows(run, config, 1, ext, teacher=None)
+    assert used1 == 2 and sorted(r["completion"] for r in round1) in (["gold0", "gold1"], ["gold0", "gold2"],
+                                                                      ["gold1", "gold2"])
+    rows, used, rng = train_rows(run, config, 2, ext, teacher=None)
+    assert rows == round1 + [{"prompt": f"p{i}", "completion": f"s{i}1"} for i in range(3)]  # model_1's rows first
+    assert used == 0  # round 2's own external items; the rebuilt ones were counted in round 1
+    plain = validated(compose("rounds=3", "schedule=early", "external.budget=2"))
+    assert rng.getstate() == train_rows(run, plain, 2, ext, None)[2].getstate()  # the replay draw is unchanged
 
 
 class Stub(BaseHTTPRequestHandler):
@@ -137,8 +165,7 @@ def stub():
 @functools.cache
 def teacher_defaults() -> dict:
     """``external.teacher`` as ``external=teacher`` composes it: conf/ holds every default of a teacher."""
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
-        cfg = compose(config_name="config", overrides=["external=teacher"])
+    cfg = compose("external=teacher")
     return OmegaConf.to_container(cfg.external.teacher, resolve=True)
 
 

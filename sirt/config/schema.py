@@ -77,6 +77,7 @@ class HubSchema:
     configs: list[str]
     train_split: str
     test_split: str
+    test_id: str | None  # the test split's own hub copy (MATH-500); null = id's test split
 
 
 @dataclass

@@ -63,12 +63,18 @@ def _checks(c: Config) -> None:
     _check(c.trainer.lr > 0, "trainer.lr", c.trainer.lr, "learning rate must be > 0")
     _check(c.trainer.epochs > 0 or c.trainer.max_steps > 0, "trainer.epochs", c.trainer.epochs, "must be > 0")
     _check(c.trainer.batch_size >= 1, "trainer.batch_size", c.trainer.batch_size, "must be >= 1")
+    checkpointing = c.trainer.gradient_checkpointing
+    _check(checkpointing == "auto" or isinstance(checkpointing, bool), "trainer.gradient_checkpointing",
+           checkpointing, "must be auto, true or false")
     _check(c.model.lora.r >= 1, "model.lora.r", c.model.lora.r, "LoRA rank must be >= 1")
     _check(c.external.budget >= 0, "external.budget", c.external.budget, "must be >= 0")
     _check(c.dataset.n_train >= 1, "dataset.n_train", c.dataset.n_train, "must be >= 1")
     _check(c.dataset.n_test >= 1, "dataset.n_test", c.dataset.n_test, "must be >= 1")
     _check(c.dataset.path is None or "{split}" in c.dataset.path, "dataset.path", c.dataset.path,
            "a pattern with {split} (e.g. DIR/gsm8k_{split}.jsonl): train and test are read from two files")
+    hub = c.dataset.hub
+    _check(hub is None or hub.test_id is None or hub.id is not None, "dataset.hub.test_id", hub and hub.test_id,
+           "a test split's own hub copy needs dataset.hub.id (the train split's copy)")
     _check(bool(c.dataset.levels) and min(c.dataset.levels) >= 1, "dataset.levels", c.dataset.levels, "levels >= 1")
     if c.dataset.name == "graph":
         _check(max(c.dataset.levels) < c.dataset.graph.nodes <= 26, "dataset.graph.nodes", c.dataset.graph.nodes,
@@ -161,6 +167,9 @@ def validate(cfg: DictConfig) -> Config:
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "config"
         raise ConfigError(f"{key}: {err.msg if hasattr(err, 'msg') else err}") from None
+    missing = sorted(OmegaConf.missing_keys(merged))  # a schema field without a default that no YAML sets
+    if missing:
+        raise ConfigError(f"{missing[0]}: a value is required (e.g. {missing[0]}=...)")
     config: Config = OmegaConf.to_object(merged)
     _checks(config)
     return config

@@ -30,12 +30,28 @@ log = logging.getLogger(__name__)
 MASTER = "sirt_master"  # the attribute of a bf16/fp16 model that holds its MasterWeights
 
 
-def device_settings(dtype: str) -> dict:
+CHECKPOINTING_MIN_PARAMS = 1_000_000_000
+"""``trainer.gradient_checkpointing=auto`` turns checkpointing on for a CUDA model of at least this many
+parameters: from about 1B parameters (Llama-3.2-3B, Phi-3) a batch's activations weigh as much as the
+weights, so recomputing them in the backward pass (about a third more compute) is what lets a round fit on
+one GPU; a smaller model fits without it and would only run slower."""
+
+
+def gradient_checkpointing(setting: bool | str, n_params: int, cuda: bool) -> bool:
+    """Whether SFT recomputes activations instead of keeping them (``trainer.gradient_checkpointing``):
+    ``auto`` for a model of :data:`CHECKPOINTING_MIN_PARAMS` or more on a GPU, never on a CPU (where
+    memory is not the limit and checkpointing only costs time); ``true``/``false`` force it."""
+    if setting == "auto":
+        return cuda and n_params >= CHECKPOINTING_MIN_PARAMS
+    return bool(setting)
+
+
+def device_settings(dtype: str, checkpointing: bool = False) -> dict:
     """Settings that are right for the device: TRL defaults bf16 and gradient checkpointing on,
     which on a CPU is ~20x slower, so both follow the hardware unless the config insists."""
     cuda = torch.cuda.is_available()
     bf16 = cuda and dtype in ("auto", "bfloat16") and torch.cuda.is_bf16_supported()
-    return {"bf16": bf16, "fp16": False, "gradient_checkpointing": False, "use_cpu": not cuda}
+    return {"bf16": bf16, "fp16": False, "gradient_checkpointing": checkpointing, "use_cpu": not cuda}
 
 
 def lora_config(cfg: LoraSchema) -> LoraConfig:
@@ -81,7 +97,8 @@ def trainer(
         report_to=[],
         disable_tqdm=not progress,
         dataloader_num_workers=0,
-        **device_settings(dtype),
+        **device_settings(dtype, gradient_checkpointing(cfg.gradient_checkpointing, model.num_parameters(),
+                                                        torch.cuda.is_available())),
     )
     dataset = Dataset.from_list([training_row(tokenizer, r["prompt"], r["completion"]) for r in rows])
     return SFTTrainer(
