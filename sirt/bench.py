@@ -5,7 +5,8 @@ one machine this app times
 
 * every stage of a round (generate, verify, select, train, eval) with the very functions
   ``sirt.train`` calls (the fast path: batched sampling with the KV cache, log-probs from the
-  sampling pass, verification as batched forward passes, length bucketing);
+  sampling pass or, for large logits, one batched pass in chunks of positions, verification as
+  batched forward passes of the last position, length bucketing);
 * the naive path on a subset of the questions: one ``model.generate`` per sample, the log-prob
   recomputed by a second forward pass, and a verdict generated as free text and parsed;
 * the machine's limit: the fastest large matmul (float32 on CPU, bf16 on GPU), against which
@@ -221,7 +222,7 @@ def train_stage(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, run_
     run = RunDir(run_dir)
     run.commit_round(0, *round0, {})
     with clock("train"):
-        train_model(model, tokenizer, run, config, t=1, ext_items=0, teacher=None,
+        train_model(model, tokenizer, run, config, t=1, ext=[0], teacher=None,
                     load_base=lambda: load_model(config.model, config.dataset, held_out))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# datasets caches the local hub copies tests read under a directory fixed when it is imported: not ~/.cache
+os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="sirt-tests-datasets-"))
 
 # A loop small enough for a test: a briefly taught organism, 8 prompts, N = 4, 2 rounds, gate off
 # (conf/debug/micro.yaml, applied after the groups; later command-line overrides still win).

@@ -17,7 +17,7 @@ from sirt.models.load import char_tokenizer, tiny_llama
 from sirt.perf.flops import ModelShape, matmul_flops_per_s
 from sirt.perf.memory import child_peak_rss_mb, passthrough
 from sirt.perf.naive import logprob_agreement, naive_verdict, parse_verdict, response_ids, verdict_agreement
-from sirt.stages.generation import sample
+from sirt.stages.generation import LOGIT_BUDGET, sample
 from sirt.stages.samples import Sample
 from sirt.stages.verification import Verifier
 from tests.conftest import MICRO, ROOT, sirt_command
@@ -75,13 +75,15 @@ def test_bench_app_writes_the_report(tmp_path, cache_dir):
     assert "| stage |" in (run_dir / "bench.md").read_text()
 
 
-def test_naive_and_fast_logprobs_agree_when_teacher_forced(random_model):
+@pytest.mark.parametrize("logit_budget", [LOGIT_BUDGET, 0])
+def test_naive_and_fast_logprobs_agree_when_teacher_forced(random_model, logit_budget):
     """The fast path reads log pi(y|x) from its sampling pass (raw logits, whatever the sampling
-    settings); a second forward pass over the same sequences under the plain model must agree."""
+    settings) or, over the logit budget, from a batched pass a position at a time; a plain forward
+    pass over each sequence under the plain model must agree."""
     model, tokenizer = random_model
     gen = default("generation", n_samples=6, max_new_tokens=16, temperature=0.7, top_k=20)
     torch.manual_seed(0)
-    samples = sample(model, tokenizer, PROMPTS, gen)
+    samples = sample(model, tokenizer, PROMPTS, gen, logit_budget=logit_budget)
     agreement = logprob_agreement(model, tokenizer, PROMPTS, samples, gen.max_new_tokens)
     assert agreement["logprob_sequences"] >= 6
     assert agreement["logprob_max_abs_diff"] < 1e-4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import time
@@ -43,12 +44,27 @@ def test_default_config_is_valid():
         ("trainer.verifier_replay=1.0", "trainer.verifier_replay"),
         ("threads=-1", "threads"),
         ("model.teach.gate_samples=1", "model.teach.gate_problems"),
+        ("trainer.gradient_checkpointing=maybe", "trainer.gradient_checkpointing"),
+        ("trainer.gradient_checkpointing=2", "trainer.gradient_checkpointing"),
     ],
 )
 def test_bad_values_name_the_field(override, field):
     overrides = [override] + (["rounds=3"] if override == "schedule=custom" else [])
     with pytest.raises(ConfigError, match=re.escape(field)):
         validate(composed(*overrides))
+
+
+def test_every_top_level_field_of_the_schema_is_set_by_the_yaml():
+    """conf/ is the single source of defaults: a field only the schema has is read by nothing (eval_every was)."""
+    assert {f.name for f in dataclasses.fields(Config)} == set(composed())
+
+
+def test_gradient_checkpointing_is_auto_unless_forced():
+    assert validate(composed()).trainer.gradient_checkpointing == "auto"
+    for model in ("tiny", "smollm2_135m", "llama3_8b"):  # every trainer group inherits trainer/default.yaml
+        assert composed(f"model={model}").trainer.gradient_checkpointing == "auto"
+    assert validate(composed("trainer.gradient_checkpointing=true")).trainer.gradient_checkpointing is True
+    assert validate(composed("trainer.gradient_checkpointing=false")).trainer.gradient_checkpointing is False
 
 
 def test_the_organism_replays_its_verdicts_and_real_models_do_not():
@@ -60,6 +76,40 @@ def test_the_organism_replays_its_verdicts_and_real_models_do_not():
         assert cfg.trainer.lr == (3e-4 if name == "smollm2_135m" else 1e-5)  # the model's own trainer group
     with pytest.raises(ConfigError, match=r"trainer\.verifier_replay"):
         validate(composed("model=hf", "model.name_or_path=/tmp", "trainer.verifier_replay=0.25"))
+
+
+@pytest.mark.parametrize(
+    "override,field",
+    [
+        ("external.teacher.base_url=ftp://127.0.0.1/v1", "external.teacher.base_url"),
+        ("external.teacher.base_url=http:///v1", "external.teacher.base_url"),
+        ("external.teacher.timeout=0", "external.teacher.timeout"),
+        ("external.teacher.retries=-1", "external.teacher.retries"),
+        ("external.teacher.concurrency=0", "external.teacher.concurrency"),
+        ("external.teacher.endpoint=responses", "external.teacher.endpoint"),
+        ("+external.teacher.threads=8", "external.teacher.threads"),
+        ("external.teacher.timeout=soon", "external.teacher.timeout"),
+    ],
+)
+def test_an_http_teacher_that_cannot_run_is_refused_in_one_line(override, field):
+    http = ["external=teacher", "external.teacher.kind=http", "external.teacher.base_url=http://127.0.0.1:8000/v1"]
+    assert validate(composed(*http)).external.source == "teacher"
+    with pytest.raises(ConfigError, match=re.escape(field)) as err:
+        validate(composed(*http, override))
+    assert "\n" not in str(err.value)
+
+
+def test_a_local_teachers_weights_are_checked_before_any_model_loads():
+    with pytest.raises(ConfigError, match=re.escape("external.teacher.model.name_or_path='/nonexistent/teacher'")):
+        validate(composed("external=teacher", "external.teacher.model.name_or_path=/nonexistent/teacher"))
+
+
+def test_a_teacher_without_its_composed_defaults_is_refused():
+    """The teacher's defaults live in conf/external/teacher.yaml only: source=teacher on gold's empty block fails."""
+    assert validate(composed("external=teacher")).external.teacher["retries"] == 3
+    with pytest.raises(ConfigError, match=r"external\.teacher\.kind: a value is required") as err:
+        validate(composed("external.source=teacher"))
+    assert "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("eta", ["[0.5,0.6,0,0,0,0,0,0,0,0]", "[1.5,-0.5,0,0,0,0,0,0,0,0]", "[1,0]"])

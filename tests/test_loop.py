@@ -94,6 +94,18 @@ def test_resume_refuses_a_changed_config(tmp_path, cache_dir):
     assert (run_dir / ".hydra" / "config.yaml").read_bytes() == hydra_config  # Hydra's rewrite is undone
 
 
+def test_restart_from_base_keeps_the_external_items_of_earlier_rounds(tmp_path, cache_dir):
+    """An Early schedule's gold items train model_1; restarting from the base, model_2 trains on model_1's rows
+    again (gold items included) and round 1's picks."""
+    run_dir = tmp_path / "run"
+    result = train(run_dir, "logger=none", "fit.enabled=false", "trainer.restart_from_base=true", "schedule=early",
+                   "external.budget=8", "verifier.sigma=1.0", "trainer.verifier_replay=0")  # sigma 1: no picks
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = rows(run_dir)
+    assert metrics[1]["ext_used"] == 8 and metrics[1]["n_train_rows"] == 8  # every prompt's gold solution
+    assert metrics[2]["ext_used"] == 0 and metrics[2]["n_train_rows"] == 8 + metrics[1]["n_selected"]
+
+
 def test_a_verifier_below_the_gate_never_enters_a_run(tmp_path, micro_loop, cache_dir):
     """Teaching ends with the gate: measured, one more course, then a refusal naming the figures (exit 2, one
     line); the failed organism is cached, so a rerun (in this process) refuses at once instead of teaching again."""

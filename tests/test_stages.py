@@ -14,6 +14,7 @@ from sirt.models.load import char_tokenizer
 from sirt.stages.evaluation import mean_pass_at_k, pass_at_k
 from sirt.stages.samples import Sample
 from sirt.stages.selection import best_of_n, verifier_choice
+from sirt.stages.training import CHECKPOINTING_MIN_PARAMS, gradient_checkpointing
 from sirt.stages.uncertainty import solver_verifier_gap
 from sirt.stages.verification import first_token_ids, qe_scores, tf_scores
 from sirt.tasks.arithmetic import arithmetic_problem, solve_chain
@@ -161,3 +162,16 @@ def test_garbled_answers_are_taught_as_wrong_next_to_their_right_partner():
     assert sum(a != b for a, b in zip(garbled, right)) == 1  # one character replaced
     qe = [r["completion"] for r in rows if not r["prompt"].endswith("Correct? ")]
     assert sorted(qe) == ["0", "9"]  # top rating for the right answer, the lowest for its garbled copy
+
+
+@pytest.mark.parametrize("setting,n_params,cuda,on", [
+    ("auto", 8_000_000_000, True, True),  # an 8B model on a GPU: checkpointing keeps a round in memory
+    ("auto", CHECKPOINTING_MIN_PARAMS, True, True),
+    ("auto", CHECKPOINTING_MIN_PARAMS - 1, True, False),  # smaller models fit without it
+    ("auto", 135_000_000, True, False),
+    ("auto", 8_000_000_000, False, False),  # on a CPU it only costs time
+    (True, 1_000_000, False, True),  # forced either way
+    (False, 8_000_000_000, True, False),
+])
+def test_gradient_checkpointing_follows_the_model_size_and_device(setting, n_params, cuda, on):
+    assert gradient_checkpointing(setting, n_params, cuda) is on

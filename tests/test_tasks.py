@@ -7,14 +7,17 @@ copied from a public dataset.
 
 from __future__ import annotations
 
+import json
 import random
 import re
 
 import pytest
 
+from sirt.config.compose import compose
 from sirt.config.defaults import default
 from sirt.config.errors import ConfigError, InputError
 from sirt.config.schema import Config
+from sirt.loop.checks import validated
 from sirt.models.load import char_tokenizer
 from sirt.models.prompts import solver_prompt, verifier_schema
 from sirt.tasks import prontoqa
@@ -80,6 +83,43 @@ def test_a_missing_local_file_and_an_unreachable_hub_fail_with_one_message():
         load_splits(default("dataset", name="math", path="/nonexistent/math_{split}.jsonl"))
     with pytest.raises(DatasetUnavailable, match=r"dataset\.path="):  # HF_HUB_OFFLINE=1 (conftest)
         load_splits(default("dataset", name="gsm8k", hub=default("dataset.hub", id="openai/gsm8k", configs=["main"])))
+
+
+MATH500_ROWS = [  # MATH-500's format (HuggingFaceH4/MATH-500, test.jsonl): written for sirt, not copied
+    {"problem": "What is $7 \\times 6 - 2$?", "solution": "First $7 \\times 6 = 42$, and $42 - 2 = \\boxed{40}$.",
+     "answer": "40", "subject": "Prealgebra", "level": 1, "unique_id": "test/prealgebra/1.json"},
+    {"problem": "Find $x$ if $5x + 3 = 28$.", "solution": "Subtracting 3 gives $5x = 25$, so $x = \\boxed{5}$.",
+     "answer": "5", "subject": "Algebra", "level": 2, "unique_id": "test/algebra/2.json"},
+    {"problem": "How many diagonals does a hexagon have?",
+     "solution": "Each of the 6 vertices meets 3 diagonals, each counted twice: $6 \\cdot 3 / 2 = \\boxed{9}$.",
+     "answer": "9", "subject": "Geometry", "level": 4, "unique_id": "test/geometry/3.json"},
+]
+
+
+def hub_copy(directory, **splits: list[str]) -> str:
+    """A local copy laid out like a hub dataset repo (one ``<split>.jsonl`` each): ``datasets.load_dataset``
+    reads it by the same call as a hub id."""
+    directory.mkdir()
+    for split, lines in splits.items():
+        (directory / f"{split}.jsonl").write_text("".join(line + "\n" for line in lines))
+    return str(directory)
+
+
+def test_math_is_tested_on_math500_unless_a_random_subset_is_asked_for(tmp_path, cache_dir):
+    assert compose("dataset=math").dataset.hub.test_id == "HuggingFaceH4/MATH-500"
+    fixture = {split: (FIXTURES / f"math_{split}.jsonl").read_text().splitlines() for split in ("train", "test")}
+    math = hub_copy(tmp_path / "hendrycks_math", **fixture)  # MATH's own format: "Level 2", type
+    math500 = hub_copy(tmp_path / "math500", test=[json.dumps(row) for row in MATH500_ROWS])
+    hub = [f"dataset.hub.id={math}", "dataset.hub.configs=[]"]
+    train, test = load_splits(validated(compose("dataset=math", *hub, f"dataset.hub.test_id={math500}")).dataset)
+    assert len(train) == 4 and {p.question for p in train} <= {json.loads(x)["problem"] for x in fixture["train"]}
+    assert sorted((p.question, p.level, p.kind) for p in test) == sorted(
+        (r["problem"], r["level"], "math") for r in MATH500_ROWS)  # all of MATH-500 (n_test = 500)
+    random_subset = validated(compose("dataset=math", *hub, "dataset.hub.test_id=null", "dataset.n_test=2"))
+    _, drawn = load_splits(random_subset.dataset)
+    assert len(drawn) == 2 and {p.question for p in drawn} <= {json.loads(x)["problem"] for x in fixture["test"]}
+    with pytest.raises(ConfigError, match=r"dataset\.hub\.test_id"):
+        validated(compose("dataset=prontoqa", f"dataset.hub.test_id={math500}"))  # generated: nothing to pair with
 
 
 # --- answer checkers ----------------------------------------------------------------------------------

@@ -77,6 +77,7 @@ class HubSchema:
     configs: list[str]
     train_split: str
     test_split: str
+    test_id: str | None  # the test split's own hub copy (MATH-500); null = id's test split
 
 
 @dataclass
@@ -158,6 +159,7 @@ class TrainerSchema:
     restart_from_base: bool
     lora: bool
     verifier_replay: float
+    gradient_checkpointing: bool | str  # auto | true | false
 
 
 @dataclass
@@ -169,16 +171,26 @@ class ScheduleSchema:
 
 @dataclass
 class TeacherSchema:
-    """``external.teacher``: where teacher responses come from."""
+    """``external.teacher``: the model that writes external targets, local or behind an HTTP API.
+
+    Types only: every default is in ``conf/external/teacher.yaml``. ``ExternalSchema.teacher``
+    stays a free-form dict (a gold or oracle run's identity does not carry the teacher's fields);
+    :func:`sirt.config.validate.check_teacher` types and checks it when the source is teacher.
+    """
 
     kind: str  # model | http
     model: ModelSchema
     base_url: str | None
+    endpoint: str  # chat (/chat/completions) | completions (the legacy /completions)
     model_name: str | None
+    wrap: bool
     api_key_env: str
+    max_tokens: int
+    concurrency: int
     timeout: float
     retries: int
-    max_tokens: int
+    backoff: float
+    max_wait: float
 
 
 @dataclass

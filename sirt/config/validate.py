@@ -6,7 +6,9 @@ disk) run in :mod:`sirt.loop.checks`. Each failure is one :class:`ConfigError` n
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
+from urllib.parse import urlsplit
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -32,6 +34,7 @@ def options(group: str) -> tuple[str, ...]:
 
 def choices() -> dict[str, tuple[str, ...]]:
     return {**CHOICES, **{name: options(group) for name, group in GROUP_FIELDS.items()}}
+TEACHER_CHOICES = {"kind": ("model", "http"), "endpoint": ("chat", "completions")}
 
 
 def _check(ok: bool, name: str, value: Any, why: str) -> None:
@@ -60,12 +63,18 @@ def _checks(c: Config) -> None:
     _check(c.trainer.lr > 0, "trainer.lr", c.trainer.lr, "learning rate must be > 0")
     _check(c.trainer.epochs > 0 or c.trainer.max_steps > 0, "trainer.epochs", c.trainer.epochs, "must be > 0")
     _check(c.trainer.batch_size >= 1, "trainer.batch_size", c.trainer.batch_size, "must be >= 1")
+    checkpointing = c.trainer.gradient_checkpointing
+    _check(checkpointing == "auto" or isinstance(checkpointing, bool), "trainer.gradient_checkpointing",
+           checkpointing, "must be auto, true or false")
     _check(c.model.lora.r >= 1, "model.lora.r", c.model.lora.r, "LoRA rank must be >= 1")
     _check(c.external.budget >= 0, "external.budget", c.external.budget, "must be >= 0")
     _check(c.dataset.n_train >= 1, "dataset.n_train", c.dataset.n_train, "must be >= 1")
     _check(c.dataset.n_test >= 1, "dataset.n_test", c.dataset.n_test, "must be >= 1")
     _check(c.dataset.path is None or "{split}" in c.dataset.path, "dataset.path", c.dataset.path,
            "a pattern with {split} (e.g. DIR/gsm8k_{split}.jsonl): train and test are read from two files")
+    hub = c.dataset.hub
+    _check(hub is None or hub.test_id is None or hub.id is not None, "dataset.hub.test_id", hub and hub.test_id,
+           "a test split's own hub copy needs dataset.hub.id (the train split's copy)")
     _check(bool(c.dataset.levels) and min(c.dataset.levels) >= 1, "dataset.levels", c.dataset.levels, "levels >= 1")
     if c.dataset.name == "graph":
         _check(max(c.dataset.levels) < c.dataset.graph.nodes <= 26, "dataset.graph.nodes", c.dataset.graph.nodes,
@@ -82,15 +91,60 @@ def _checks(c: Config) -> None:
     _check(0 < c.generation.vllm.gpu_memory_utilization <= 1, "generation.vllm.gpu_memory_utilization",
            c.generation.vllm.gpu_memory_utilization, "must be in (0, 1]")
     if c.external.source == "teacher":
-        try:
-            teacher_schema(c.external.teacher)
-        except OmegaConfBaseException as err:
-            raise ConfigError(f"external.teacher: {err}") from None
+        check_teacher(c.external.teacher)
 
 
 def teacher_schema(raw: dict) -> TeacherSchema:
-    """Validate the free-form ``external.teacher`` block against :class:`TeacherSchema`."""
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TeacherSchema), raw))
+    """The free-form ``external.teacher`` block typed as :class:`TeacherSchema`; ConfigError names the field.
+
+    The schema has no defaults: a block not composed by ``external=teacher`` lacks fields, and is refused.
+    """
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(TeacherSchema), raw)
+        order = [f.name for f in fields(TeacherSchema)]
+        missing = sorted(OmegaConf.missing_keys(merged), key=lambda k: (order.index(k.split(".")[0]), k))
+        if missing:
+            raise ConfigError(f"external.teacher.{missing[0]}: a value is required (external=teacher composes "
+                              "every teacher field from conf/external/teacher.yaml)")
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None)
+        why = str(getattr(err, "msg", err)).splitlines()[0]  # OmegaConf appends full_key/object_type lines
+        raise ConfigError(f"external.teacher{'.' + key if key else ''}: {why}") from None
+
+
+def _check_url(url: str | None) -> None:
+    """An http(s) URL with a host (and a valid port, if any): anything else cannot be requested."""
+    parts = urlsplit(url or "")
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+    _check(parts.scheme in ("http", "https") and bool(parts.hostname) and port_ok, "external.teacher.base_url", url,
+           "an http teacher needs an http(s)://host[:port]/... URL, e.g. http://127.0.0.1:8000/v1")
+
+
+def check_teacher(raw: dict) -> TeacherSchema:
+    """The teacher typed and checked as far as the config alone allows (a local teacher's weights are
+    checked in sirt.loop.checks); refused before any model loads when it cannot run."""
+    cfg = teacher_schema(raw)
+
+    def need(ok: bool, name: str, why: str) -> None:
+        _check(ok, f"external.teacher.{name}", getattr(cfg, name), why)
+
+    for name, allowed in TEACHER_CHOICES.items():
+        need(getattr(cfg, name) in allowed, name, f"must be one of {', '.join(allowed)}")
+    if cfg.kind == "model":
+        return cfg
+    _check_url(cfg.base_url)
+    need(cfg.max_tokens >= 1, "max_tokens", "must be >= 1")
+    need(cfg.concurrency >= 1, "concurrency", "must be >= 1 (requests in flight at once)")
+    need(cfg.timeout > 0, "timeout", "seconds per request, must be > 0")
+    need(cfg.retries >= 0, "retries", "must be >= 0 (0 = one try)")
+    need(cfg.backoff >= 0, "backoff", "seconds, must be >= 0")
+    need(cfg.max_wait >= 0, "max_wait", "seconds, must be >= 0")
+    return cfg
+
 
 def _check_organism(model: ModelSchema) -> None:
     """The organism (no ``model.name_or_path``) is built from ``model.tiny`` and taught by ``model.teach``."""
@@ -113,6 +167,9 @@ def validate(cfg: DictConfig) -> Config:
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "config"
         raise ConfigError(f"{key}: {err.msg if hasattr(err, 'msg') else err}") from None
+    missing = sorted(OmegaConf.missing_keys(merged))  # a schema field without a default that no YAML sets
+    if missing:
+        raise ConfigError(f"{missing[0]}: a value is required (e.g. {missing[0]}=...)")
     config: Config = OmegaConf.to_object(merged)
     _checks(config)
     return config

@@ -10,8 +10,8 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from sirt.config.schema import Config
-from sirt.config.validate import validate
-from sirt.models.weights import check_available
+from sirt.config.validate import teacher_schema, validate
+from sirt.models.weights import WeightsUnavailable, check_available
 from sirt.plan.curriculum import check_curriculum
 from sirt.plan.schedule import eta_schedule
 
@@ -22,10 +22,23 @@ def check_plan(config: Config) -> None:
     check_curriculum(config.curriculum, config.rounds)
 
 
+def check_teacher_weights(raw: dict) -> None:
+    """A local teacher's weights can be loaded here (WeightsUnavailable naming ``external.teacher.model``)."""
+    teacher = teacher_schema(raw)
+    if teacher.kind != "model" or not teacher.model.name_or_path:
+        return
+    try:
+        check_available(teacher.model.name_or_path, teacher.model.gguf_file)
+    except WeightsUnavailable as err:
+        raise WeightsUnavailable(f"external.teacher.{err}") from None
+
+
 def validated(cfg: DictConfig) -> Config:
     """The typed config of a composed one, checked against the plan and the world before any model loads."""
     config = validate(cfg)
     check_plan(config)
     if config.model.name_or_path:  # fail in seconds, before data loading, when the weights cannot be loaded here
         check_available(config.model.name_or_path, config.model.gguf_file)
+    if config.external.source == "teacher":
+        check_teacher_weights(config.external.teacher)
     return config

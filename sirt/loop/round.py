@@ -86,22 +86,40 @@ def one_round(t, model, tokenizer, verifier, problems, test, config: Config, clo
     return row, records
 
 
-def train_model(model, tokenizer, run: RunDir, config: Config, t: int, ext_items: int, load_base, teacher,
-                replay: list[dict[str, str]] = ()):
-    """model_t: SFT on round t-1's picks (+ external items), or from the base on all picks so far.
-
-    ``replay``: verdict rows mixed in as a share ``trainer.verifier_replay`` of the round's rows
-    (the organism only; a deviation from paper 1, which trains on the picks alone).
-    """
+def round_rows(run: RunDir, config: Config, t: int, n_external: int, teacher) -> tuple[list[dict], int, random.Random]:
+    """Round t's own SFT rows (round t-1's picks, ``n_external`` of them with external targets), the
+    items used, and the round's rng. The rng comes from (seed, t) alone, so the rows of an earlier round
+    can be rebuilt exactly as that round trained on them."""
     rng = random.Random(round_seed(config.seed, t, "train_rows"))
-    rows, used = training_rows(run.selections(t - 1), ext_items, config.external.source, rng, teacher)
+    rows, used = training_rows(run.selections(t - 1), n_external, config.external.source, rng, teacher)
+    return rows, used, rng
+
+
+def train_rows(run: RunDir, config: Config, t: int, ext: list[int], teacher) -> tuple[list[dict], int, random.Random]:
+    """The rows that train model_t, round t's external items used, and round t's rng (it goes on to draw
+    the replay). ``ext[s - 1]``: the external items of round s. With ``trainer.restart_from_base`` the rows
+    of every earlier round come first, each with its own external items, as that round trained on them."""
+    rows, used, rng = round_rows(run, config, t, ext[t - 1], teacher)
     if config.trainer.restart_from_base:  # STaR style: every round restarts on everything so far
-        rows = [r for s in range(t - 1) for r in training_rows(run.selections(s), 0, "gold", rng)[0]] + rows
-        model = load_base()
+        rows = [r for s in range(1, t) for r in round_rows(run, config, s, ext[s - 1], teacher)[0]] + rows
+    return rows, used, rng
+
+
+def train_model(model, tokenizer, run: RunDir, config: Config, t: int, ext: list[int], load_base, teacher,
+                replay: list[dict[str, str]] = ()):
+    """model_t: SFT on round t-1's picks (+ external items), or from the base on all rounds' rows so far.
+
+    ``ext``: the external items of every round (``ext[t - 1]`` for round t); ``replay``: verdict rows
+    mixed in as a share ``trainer.verifier_replay`` of the round's rows (the organism only; a deviation
+    from paper 1, which trains on the picks alone).
+    """
+    rows, used, rng = train_rows(run, config, t, ext, teacher)
+    if config.trainer.restart_from_base:
+        model, _ = load_base()  # (model, tokenizer): the tokenizer is the run's own
     share = config.trainer.verifier_replay
     if share > 0 and rows and replay:
         rows = rows + rng.sample(list(replay), min(len(replay), round(len(rows) * share / (1 - share))))
     lora = config.model.lora if config.trainer.lora else None
     model, stats = training.sft(model, tokenizer, rows, config.trainer, seed=round_seed(config.seed, t, "sft"),
-                                lora=lora, dtype=config.model.dtype)
+                                lora=lora, dtype=config.model.dtype, adapter_dir=run.adapter_dir(t))
     return model, {**stats, "ext_used": used, "n_train_rows": len(rows)}

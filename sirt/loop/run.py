@@ -109,7 +109,8 @@ def run(config: Config, run_dir: Path, job_name: str) -> list[dict]:
     gate, replay = organism_teaching(config, held_out)
     verifier = Verifier(tokenizer, verifier_schema(tokenizer, config))
     teacher = None
-    if config.external.source == "teacher" and any(ext[max(start, 1) - 1 :]):
+    needed = ext if config.trainer.restart_from_base else ext[max(start, 1) - 1 :]  # restart: earlier rounds' too
+    if config.external.source == "teacher" and any(needed):
         teacher = make_teacher(config.external.teacher, config.dataset, config.generation, held_out).respond
     tracker = Tracker(config.logger, config, run_dir, state.get("wandb_id"), job_name)
     try:
@@ -120,8 +121,7 @@ def run(config: Config, run_dir: Path, job_name: str) -> list[dict]:
             clock, stats = Stopwatch(), {"ext_used": 0}
             if t > 0:
                 with clock("train"):
-                    model, stats = train_model(model, tokenizer, run, config, t, ext[t - 1], load_base, teacher,
-                                               replay)
+                    model, stats = train_model(model, tokenizer, run, config, t, ext, load_base, teacher, replay)
             problems = round_problems(train, config, t, run.metrics())  # a curriculum may read past acceptance
             row, records = one_round(t, model, tokenizer, verifier, problems, test, config, clock)
             row.update(eta=eta[t - 1] if t > 0 else 0.0, **stats, seconds=dict(clock.seconds))

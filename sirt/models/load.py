@@ -9,6 +9,7 @@ and teaches it once (see :mod:`sirt.loop.organism`). Either way the rest of sirt
 
 from __future__ import annotations
 
+import inspect
 import logging
 import string
 from pathlib import Path
@@ -81,6 +82,12 @@ def torch_dtype(name: str) -> torch.dtype:
     return getattr(torch, name)
 
 
+def last_logits_only(model: PreTrainedModel) -> dict[str, int]:
+    """``logits_to_keep=1`` where the model's forward takes it (the check ``generate`` makes), else nothing:
+    the LM head then projects only the last position onto the vocabulary, not every position."""
+    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+
+
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -110,7 +117,7 @@ def load_named(cfg: ModelSchema) -> tuple[PreTrainedModel, PreTrainedTokenizerBa
 
     A hub download that fails becomes the one-line :class:`~sirt.models.weights.WeightsUnavailable`.
     A chat model's responses end where its template ends an assistant turn, which is not always
-    the tokenizer's EOS (Phi-3): generation stops there and SFT appends it to every target.
+    the tokenizer's EOS (Phi-3): see :func:`end_at_turn_end`.
     """
     source = weights.check_available(cfg.name_or_path, cfg.gguf_file)
     try:
@@ -119,11 +126,17 @@ def load_named(cfg: ModelSchema) -> tuple[PreTrainedModel, PreTrainedTokenizerBa
         if source.local:
             raise
         raise weights.unavailable(cfg.name_or_path, str(err).splitlines()[0]) from None
+    return model, end_at_turn_end(tokenizer, cfg)
+
+
+def end_at_turn_end(tokenizer: PreTrainedTokenizerBase, cfg: ModelSchema) -> PreTrainedTokenizerBase:
+    """A chat model's EOS becomes its template's end of turn: generation stops there and every SFT
+    target ends with it (:func:`sirt.models.tokens.target_ids`)."""
     if uses_chat(tokenizer, cfg) and (eot := end_of_turn(tokenizer, cfg)) and eot != tokenizer.eos_token:
         log.info("responses end at %s, the chat template's end of turn (tokenizer EOS was %s)", eot,
                  tokenizer.eos_token)
         tokenizer.eos_token = eot
-    return model, tokenizer
+    return tokenizer
 
 
 def save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: Path) -> None:

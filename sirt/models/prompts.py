@@ -6,7 +6,8 @@ gets the question as a user turn (``dataset.chat.user``) and the assistant heade
 model gets ``dataset.prompt_template``. Self-verification of a chat model continues the same
 conversation: the model's answer closes its turn and a new user turn asks the verifier's
 question, so the verdict is the first token of the model's reply. Prompts carry their special
-tokens as text, because generation and verification tokenize them without adding any.
+tokens as text, because generation, verification and training tokenize them without adding any
+(:mod:`sirt.models.tokens`).
 """
 
 from __future__ import annotations
@@ -44,11 +45,19 @@ def bos_text(tokenizer: PreTrainedTokenizerBase) -> str:
     return tokenizer.bos_token if tokenizer.bos_token and ids[:1] == [tokenizer.bos_token_id] else ""
 
 
+def pose(question: str, tokenizer: PreTrainedTokenizerBase, model: ModelSchema, dataset: DatasetSchema) -> str:
+    """The text ``model`` continues for ``question``: chat-formatted, or the dataset's plain template.
+
+    Every model is posed with its own tokenizer: a local teacher gets its template, not the student's.
+    """
+    if uses_chat(tokenizer, model):
+        return render(tokenizer, model, user_turn(dataset, question), open_turn=True)
+    return bos_text(tokenizer) + dataset.prompt_template.format(question=question)
+
+
 def solver_prompt(question: str, tokenizer: PreTrainedTokenizerBase, config: Config) -> str:
-    """The text the solver continues for ``question``: chat-formatted, or the dataset's plain template."""
-    if uses_chat(tokenizer, config.model):
-        return render(tokenizer, config.model, user_turn(config.dataset, question), open_turn=True)
-    return bos_text(tokenizer) + config.dataset.prompt_template.format(question=question)
+    """The text the solver continues for ``question``."""
+    return pose(question, tokenizer, config.model, config.dataset)
 
 
 def verifier_question(config: Config) -> str:

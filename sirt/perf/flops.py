@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from sirt.models.tokens import encode_all
 from sirt.stages.samples import Sample
 
 FLOP_FORMULA = ("forward FLOPs over n positions = 2 * P_matmul * n + 4 * L * d_attn * n(n+1)/2; "
@@ -63,7 +64,7 @@ def matmul_flops_per_s(size: int, repeats: int, device: torch.device, dtype: tor
 
 
 def prompt_lengths(tokenizer: PreTrainedTokenizerBase, prompts: list[str]) -> list[int]:
-    return [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+    return [len(ids) for ids in encode_all(tokenizer, prompts)]
 
 
 def generation_flops(shape: ModelShape, lengths: list[int], samples: list[list[Sample]]) -> float:

@@ -12,13 +12,14 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sirt.config.schema import GenerationSchema, VerifierSchema
 from sirt.loop.round import Stopwatch
+from sirt.models.tokens import encode
 from sirt.stages.samples import Sample
 from sirt.stages.verification import verification_prompt
 
 
 def prompt_ids(tokenizer: PreTrainedTokenizerBase, text: str, device: torch.device) -> torch.Tensor:
     """Token ids of one unpadded prompt, shape (1, length)."""
-    return tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"].to(device)
+    return torch.tensor([encode(tokenizer, text)], dtype=torch.long, device=device)
 
 
 def until_eos(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
@@ -42,8 +43,8 @@ def generate_one(
 
 @torch.inference_mode()
 def teacher_forced_logprob(model: PreTrainedModel, prompt: torch.Tensor, response: torch.Tensor) -> float:
-    """log pi(y|x) by a second forward pass over prompt + response: the quantity the fast path reads
-    from its sampling pass, computed the way a naive pipeline does."""
+    """log pi(y|x) by a forward pass over one prompt + response: the quantity the fast path reads from
+    its sampling pass or a batched pass in chunks of positions, computed the way a naive pipeline does."""
     ids = torch.cat([prompt[0], response]).unsqueeze(0)
     logits = model(ids).logits[0, prompt.shape[1] - 1 : -1].float()
     return float(torch.log_softmax(logits, dim=-1).gather(-1, response.unsqueeze(-1)).sum())
@@ -116,7 +117,7 @@ def response_ids(tokenizer: PreTrainedTokenizerBase, s: Sample, max_new_tokens: 
     below the length cap can only be the closing EOS (a response without EOS runs to the cap);
     at the cap it could also be a special token mid-text, so such samples are skipped.
     """
-    ids = tokenizer(s.text, add_special_tokens=False)["input_ids"]
+    ids = encode(tokenizer, s.text)
     if s.n_tokens == len(ids):
         return ids
     if s.n_tokens == len(ids) + 1 and s.n_tokens < max_new_tokens:
@@ -129,7 +130,7 @@ def logprob_agreement(
     max_new_tokens: int,
 ) -> dict[str, float | int]:
     """Largest |fast log-prob - teacher-forced log-prob| over the fast path's own samples: the
-    sampling pass and a second forward pass must give the same U on the same sequences."""
+    fast path (sampling pass or chunked batched pass) and a plain forward pass must give the same U."""
     diffs, skipped = [], 0
     for prompt, row in zip(prompts, samples):
         ids = prompt_ids(tokenizer, prompt, model.device)

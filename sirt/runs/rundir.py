@@ -51,6 +51,10 @@ class RunDir:
     def model_dir(self, t: int) -> Path:
         return self.round_dir(t) / "model"
 
+    def adapter_dir(self, t: int) -> Path:
+        """The LoRA adapter that trained model_t (kept for every round, unlike ``model_dir``)."""
+        return self.round_dir(t) / "adapter"
+
     def state(self) -> dict[str, Any]:
         """What resume needs; empty for a new run. A damaged state.json is an InputError."""
         if not self.state_path.exists():

@@ -31,17 +31,19 @@ def training_rows(
     random) taking their target from the external source instead. Returns (rows, items used).
 
     ``gold``: the dataset's reference solution; ``oracle``: :func:`oracle_target`;
-    ``teacher``: the teacher's response to the prompt.
+    ``teacher``: the teacher's response to the question (its own prompt, not the student's). A chosen prompt
+    the source has no target for (``oracle`` with no right sample yet) keeps its self-pick and is not counted.
     """
     external = sorted(rng.sample(range(len(records)), min(n_external, len(records))))
     if source == "teacher" and external:
-        targets = dict(zip(external, teacher([records[i]["prompt"] for i in external])))
+        targets = dict(zip(external, teacher([records[i]["question"] for i in external])))
     else:
         targets = {i: records[i]["reference"] if source == "gold" else oracle_target(records[i]) for i in external}
+    targets = {i: target for i, target in targets.items() if target is not None}
     rows = []
     for i, record in enumerate(records):
         pick = record["pick"]
         target = targets[i] if i in targets else (None if pick is None else record["samples"][pick])
         if target is not None:
             rows.append({"prompt": record["prompt"], "completion": target})
-    return rows, len(external)
+    return rows, len(targets)

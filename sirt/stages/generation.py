@@ -1,8 +1,19 @@
 """Generation (the solver): N samples per prompt with the per-token log-probs of the plain model.
 
-One batched ``model.generate`` call per chunk, with the KV cache. ``output_logits`` returns
-the raw logits before temperature/top-k/top-p, so the log-probs are those of the unmodified
-distribution whatever the sampling settings: no second forward pass is needed for U.
+One batched ``model.generate`` call per chunk of prompts, with the KV cache. The log-probs are
+those of the unmodified distribution (raw logits: temperature 1, no top-k/top-p), whatever the
+sampling settings, and come from one of two places, chosen per chunk of prompts by
+:data:`LOGIT_BUDGET`, so that the logits held at once are bounded by it (twice it while they
+are turned into log-probs; at least one position of the batch, which generate itself holds at
+every step):
+
+* where the chunk's batch x max_new_tokens x vocab fp32 logits fit the budget (the organism, small
+  runs), ``generate`` returns them (``output_logits``) and the sampled tokens' entries are gathered:
+  no second pass;
+* above it (32 x 512 x a 128k vocabulary is 8 GB), ``generate`` keeps none, and a teacher-forced
+  pass scores the sampled tokens: the prompt fills a KV cache, then the response goes through the
+  model's own forward (so logit softcapping and scaling apply) :data:`LOGIT_POSITIONS` positions at
+  a time, fewer where those would pass the budget.
 """
 
 from __future__ import annotations
@@ -14,11 +25,64 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sirt.config.schema import GenerationSchema
+from sirt.models.load import last_logits_only
+from sirt.models.tokens import encode_all, left_padded
 from sirt.stages.samples import Sample
+
+LOGIT_BUDGET = 256 * 2**20  # bytes of fp32 logits one chunk may hold: generate's own up to it, else the pass
+LOGIT_POSITIONS = 16  # response positions per step of the teacher-forced pass (fewer if over LOGIT_BUDGET)
 
 
 def _chunks(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str]) -> dict[str, torch.Tensor]:
+    """The left-padded ids generation conditions on: the prompts' own, no special tokens added
+    (:mod:`sirt.models.tokens`; the prompt texts hold them)."""
+    return left_padded(encode_all(tokenizer, prompts), tokenizer.pad_token_id)
+
+
+def logit_bytes(model: PreTrainedModel, rows: int, positions: int) -> int:
+    """Bytes of the fp32 logits of ``rows`` sequences at ``positions`` positions each."""
+    return rows * positions * model.config.get_text_config().vocab_size * 4
+
+
+def positions_per_pass(model: PreTrainedModel, rows: int, logit_budget: int) -> int:
+    """Positions per step of the teacher-forced pass: :data:`LOGIT_POSITIONS`, fewer (at least one)
+    where their logits would pass ``logit_budget``."""
+    return max(1, min(LOGIT_POSITIONS, logit_budget // logit_bytes(model, rows, 1)))
+
+
+@torch.inference_mode()
+def token_logprobs_of(
+    model: PreTrainedModel, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, new: torch.Tensor,
+    logit_budget: int = LOGIT_BUDGET,
+) -> torch.Tensor:
+    """log pi(y_t | x, y_<t) of every new token (batch, steps) under the plain model, teacher-forced.
+
+    Position i of prompt + response predicts token i + 1. The prompt but its last token fills the
+    KV cache (one logit row kept); the rest goes through a few positions at a time, so only those
+    positions' logits ever exist. Position ids follow ``generate`` (left padding skipped).
+    """
+    context = torch.cat([prompt_ids, new[:, :-1]], dim=1)
+    mask = torch.cat([prompt_mask, torch.ones_like(new[:, :-1])], dim=1)
+    position_ids = (mask.cumsum(dim=-1) - 1).clamp_min(0)
+    start = prompt_ids.shape[1] - 1  # the position that predicts new[:, 0]
+    cache = None
+    if start > 0:
+        cache = model(input_ids=context[:, :start], attention_mask=mask[:, :start],
+                      position_ids=position_ids[:, :start], use_cache=True, **last_logits_only(model)).past_key_values
+    step, parts = positions_per_pass(model, len(new), logit_budget), []
+    for s in range(start, context.shape[1], step):
+        e = min(s + step, context.shape[1])
+        out = model(input_ids=context[:, s:e], attention_mask=mask[:, :e], position_ids=position_ids[:, s:e],
+                    past_key_values=cache, use_cache=True)
+        cache, logits = out.past_key_values, out.logits.float()
+        targets = new[:, s - start : e - start].unsqueeze(-1)
+        parts.append(logits.gather(-1, targets).squeeze(-1) - logits.logsumexp(dim=-1))
+        del out, logits  # before the next positions' logits exist
+    return torch.cat(parts, dim=1)
 
 
 @torch.inference_mode()
@@ -29,27 +93,37 @@ def _generate_chunk(
     n: int,
     cfg: GenerationSchema,
     greedy: bool,
+    logit_budget: int,
 ) -> list[list[Sample]]:
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    enc = {k: v.to(model.device) for k, v in encode_prompts(tokenizer, prompts).items()}
     sampling = {"do_sample": False} if greedy else {
         "do_sample": True,
         "temperature": cfg.temperature,
         "top_p": cfg.top_p,
         "top_k": cfg.top_k,
     }
+    keep_logits = logit_bytes(model, len(prompts) * n, cfg.max_new_tokens) <= logit_budget
     out = model.generate(
         **enc,
         **sampling,
         num_return_sequences=n,
         max_new_tokens=cfg.max_new_tokens,
-        output_logits=True,
+        output_logits=keep_logits,  # set either way: a checkpoint's generation config may ask for them
+        output_scores=False,
         return_dict_in_generate=True,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
-    new = out.sequences[:, enc["input_ids"].shape[1] :]
-    logits = torch.stack(out.logits, dim=1).float()  # (batch, steps, vocab): raw, unprocessed
-    token_logprobs = torch.log_softmax(logits, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
+    width = enc["input_ids"].shape[1]
+    new = out.sequences[:, width:]
+    if keep_logits:
+        logits = torch.stack(out.logits, dim=1).float()  # (batch, steps, vocab): raw, unprocessed
+        del out  # generate's list of logits and KV cache
+        token_logprobs = torch.log_softmax(logits, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
+    else:
+        prompt_ids, prompt_mask = out.sequences[:, :width], enc["attention_mask"].repeat_interleave(n, dim=0)
+        del out  # generate's KV cache goes before the pass builds its own
+        token_logprobs = token_logprobs_of(model, prompt_ids, prompt_mask, new, logit_budget)
     # tokens after the first EOS are padding; the EOS itself belongs to the response
     is_eos = new == tokenizer.eos_token_id
     after_eos = (is_eos.cumsum(dim=1) - is_eos.long()) > 0
@@ -69,14 +143,17 @@ def sample(
     n: int | None = None,
     greedy: bool = False,
     desc: str = "generate",
+    logit_budget: int = LOGIT_BUDGET,
 ) -> list[list[Sample]]:
-    """``n`` (default N) responses per prompt, prompts sorted by length into batches."""
+    """``n`` (default N) responses per prompt, prompts sorted by length into batches; log-probs from
+    ``generate``'s logits or the teacher-forced pass, by ``logit_budget`` (bytes, see the module)."""
     n = cfg.n_samples if n is None else n
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # length bucketing
     per_batch = max(1, cfg.batch_size // n)
     results: dict[int, list[Sample]] = {}
     for chunk in tqdm(_chunks(order, per_batch), desc=desc, leave=False):
-        for i, samples in zip(chunk, _generate_chunk(model, tokenizer, [prompts[i] for i in chunk], n, cfg, greedy)):
+        for i, samples in zip(chunk, _generate_chunk(model, tokenizer, [prompts[i] for i in chunk], n, cfg, greedy,
+                                                     logit_budget)):
             results[i] = samples
     return [results[i] for i in range(len(prompts))]
 

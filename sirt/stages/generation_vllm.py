@@ -5,8 +5,8 @@ process with dummy weights from the current model's config and tokenizer, and be
 it receives the current weights in place (the merged model of the round, whatever its source:
 hub, GGUF or checkpoint), the way TRL's colocated vLLM does. Log-probs are vLLM's
 ``raw_logprobs`` of the sampled tokens: computed before temperature, top-k and top-p, i.e.
-under the plain model, which is what U needs. Prompts are passed as token ids encoded without
-special tokens, exactly as the transformers backend encodes them.
+under the plain model, which is what U needs. Prompts are passed as the token ids of
+:mod:`sirt.models.tokens`, exactly as the transformers backend encodes them.
 
 vLLM is optional (``pip install -e '.[vllm]'`` on a CUDA machine) and imported only here.
 """
@@ -21,6 +21,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sirt.config.errors import InputError
 from sirt.config.schema import GenerationSchema
+from sirt.models.tokens import encode_all
 from sirt.stages.samples import Sample
 
 _engines: dict[str, object] = {}  # one engine per model architecture, kept across rounds
@@ -102,6 +103,6 @@ def sample(
         stop_token_ids=[tokenizer.eos_token_id],
         seed=(base_seed + i) % 2**31,
     ) for i in range(len(prompts))]
-    encoded = [vllm.TokensPrompt(prompt_token_ids=tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    encoded = [vllm.TokensPrompt(prompt_token_ids=ids) for ids in encode_all(tokenizer, prompts)]
     outputs = llm.generate(encoded, params, use_tqdm=False)
     return [[to_sample(o) for o in out.outputs] for out in outputs]

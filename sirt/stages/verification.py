@@ -1,5 +1,8 @@
 """Self-verification: the model scores its own responses, s in [0, 1], from one forward pass.
 
+Only the last position goes through the LM head (``logits_to_keep=1`` where the model takes it), so
+a batch's logits are batch x vocab whatever the length of the texts.
+
 TF: ``s = P(true) / (P(true) + P(false))`` from the next-token distribution over the two answer
 words. QE: the expected rating under the next-token distribution over the rating tokens,
 scaled to [0, 1]. No free text is generated or parsed. A word may be spelt by the tokenizer
@@ -14,6 +17,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sirt.config.errors import ConfigError
 from sirt.config.schema import VerifierSchema
+from sirt.models.load import last_logits_only
+from sirt.models.tokens import left_padded, verification_ids
 
 
 def first_token_ids(tokenizer: PreTrainedTokenizerBase, word: str) -> list[int]:
@@ -69,6 +74,12 @@ class Verifier:
             return tf_scores(logits, self.true_ids, self.false_ids)
         return qe_scores(logits, self.rating_ids)
 
+    def encode(self, pairs: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
+        """The left-padded verifier inputs of ``pairs``: prompt and response keep the ids they had
+        when sampled (:func:`sirt.models.tokens.verification_ids`)."""
+        ids = [verification_ids(self.tokenizer, self.cfg.template, p, r) for p, r in pairs]
+        return left_padded(ids, self.tokenizer.pad_token_id)
+
     @torch.inference_mode()
     def score(self, model: PreTrainedModel, pairs: list[tuple[str, str]], desc: str = "verify") -> list[float]:
         """s in [0, 1] for every (prompt, response); sorted by length so batches pad little."""
@@ -78,10 +89,10 @@ class Verifier:
         size = self.cfg.batch_size
         for start in tqdm(range(0, len(order), size), desc=desc, leave=False):
             idx = order[start : start + size]
-            enc = self.tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
-                                 add_special_tokens=False).to(model.device)
+            enc = {k: v.to(model.device) for k, v in self.encode([pairs[i] for i in idx]).items()}
             positions = (enc["attention_mask"].cumsum(-1) - 1).clamp_min(0)
-            last = model(**enc, position_ids=positions).logits[:, -1, :]  # left-padded: last = next token
+            # left-padded: the last position's logits are the next token's, and the only ones projected
+            last = model(**enc, position_ids=positions, **last_logits_only(model)).logits[:, -1, :]
             for i, s in zip(idx, self._from_logits(last).tolist()):
                 scores[i] = s
         return scores

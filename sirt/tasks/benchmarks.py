@@ -2,13 +2,15 @@
 
 Rows come from the first source a config names: ``dataset.path`` (a local JSONL pattern with
 ``{split}``, in the dataset's own hub format, so offline users and tests need no hub), else
-the hub copy ``dataset.hub.id`` read with ``datasets.load_dataset``, else (ProntoQA only) the
+the hub copy ``dataset.hub.id`` read with ``datasets.load_dataset`` (the test split from its own copy
+``dataset.hub.test_id`` when one is named: MATH's standard MATH-500), else (ProntoQA only) the
 generator of :mod:`sirt.tasks.prontoqa`. One converter per dataset turns a row of that format into a
 Problem whose ``kind`` names its answer checker, so the same code serves every source.
-Each split is a seeded draw of ``n_train`` / ``n_test`` rows: the hub's MATH concatenates
-subjects in order, so a head slice would not be a sample. Local files are checked line by line
-(:func:`sirt.tasks.rows.read_rows`: UTF-8, JSON, the format's fields) before any model loads, and
-their duplicate questions and train questions that are also in the test file are dropped.
+Each split is a seeded draw of ``n_train`` / ``n_test`` rows (all of them when there are no more):
+the hub's MATH concatenates subjects in order, so a head slice would not be a sample. Local files
+are checked line by line (:func:`sirt.tasks.rows.read_rows`: UTF-8, JSON, the format's fields)
+before any model loads, and their duplicate questions and train questions that are also in the
+test file are dropped.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import re
 from collections.abc import Callable
 
 from sirt.config.errors import InputError
-from sirt.config.schema import DatasetSchema
+from sirt.config.schema import DatasetSchema, HubSchema
 from sirt.tasks import prontoqa
 from sirt.tasks.answers import final_number
 from sirt.tasks.problem import Problem
@@ -105,22 +107,29 @@ def local_rows(pattern: str, split: str) -> tuple[list[dict], str, list[int]]:
     return rows, path, lines
 
 
+def hub_source(hub: HubSchema, split: str) -> tuple[str, str, list[str | None], str]:
+    """(field, hub id, configs, split name) of one split: the test split from ``hub.test_id`` when set
+    (one config: MATH-500 is a single file), else every config of ``hub.id``."""
+    if split == "test" and hub.test_id is not None:
+        return "dataset.hub.test_id", hub.test_id, [None], hub.test_split
+    return "dataset.hub.id", hub.id, hub.configs or [None], hub.train_split if split == "train" else hub.test_split
+
+
 def hub_rows(cfg: DatasetSchema, split: str) -> tuple[list[dict], str, None]:
     """All rows of one split of the hub copy, every config (e.g. MATH's subjects) concatenated."""
     from datasets import load_dataset
 
-    hub = cfg.hub
-    name = hub.train_split if split == "train" else hub.test_split
+    key, hub_id, configs, name = hub_source(cfg.hub, split)
     rows = []
-    for config in hub.configs or [None]:
+    for config in configs:
         try:
-            rows += list(load_dataset(hub.id, config, split=name))
+            rows += list(load_dataset(hub_id, config, split=name))
         except (ConnectionError, OSError) as err:
             raise DatasetUnavailable(
-                f"dataset.hub.id={hub.id!r}: not available here ({type(err).__name__}); download it where there is "
+                f"{key}={hub_id!r}: not available here ({type(err).__name__}); download it where there is "
                 f"network or write JSONL in its format and set dataset.path=DIR/{cfg.name}_{{split}}.jsonl"
             ) from None
-    return rows, f"{hub.id}[{name}]", None
+    return rows, f"{hub_id}[{name}]", None
 
 
 def generated_rows(cfg: DatasetSchema, split: str, n: int) -> tuple[list[dict], str, None]:
@@ -137,7 +146,7 @@ def split_rows(cfg: DatasetSchema, split: str, n: int) -> tuple[list[dict], str,
     rows' line numbers when they come from a file."""
     if cfg.path is not None:
         return local_rows(cfg.path, split)
-    if cfg.hub.id is not None:
+    if cfg.hub is not None and cfg.hub.id is not None:
         return hub_rows(cfg, split)
     if cfg.name == "prontoqa":
         return generated_rows(cfg, split, n)
