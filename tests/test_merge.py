@@ -8,12 +8,12 @@ import pytest
 import torch
 from peft import PeftModel, get_peft_model
 
-from sirt.config.schema import LoraSchema, TinySchema, TrainerSchema
+from sirt.config.defaults import default
 from sirt.models.load import char_tokenizer, tiny_llama
 from sirt.stages import training
 
-LORA = LoraSchema(r=4, alpha=8)
-TINY = TinySchema(hidden_size=64, num_layers=1, num_heads=2, intermediate_size=192)
+LORA = default("model.lora", r=4, alpha=8)
+TINY = default("model.tiny", hidden_size=64, num_layers=1, num_heads=2, intermediate_size=192)
 ETA = 1e-5  # std of a round's update per weight: paper 1's lr, where bf16 (step 1.2e-4 near 0.02) rounds it away
 
 
@@ -114,7 +114,7 @@ def test_sft_saves_the_rounds_adapter_that_it_merges(tmp_path, dtype):
     model = tiny_llama(TINY, vocab_size=len(tokenizer), seed=0).to(dtype)
     base = copy.deepcopy(model)
     rows = [{"prompt": f"{a}+{b}=", "completion": str(a + b)} for a in range(4) for b in range(2)]
-    cfg = TrainerSchema(lr=1e-3, max_steps=2, batch_size=4, logging_steps=1)
+    cfg = default("trainer", lr=1e-3, max_steps=2, batch_size=4, logging_steps=1)
     merged, stats = training.sft(model, tokenizer, rows, cfg, seed=0, lora=LORA, progress=False,
                                  adapter_dir=tmp_path / "adapter")
     assert stats["train_steps"] == 2

@@ -19,6 +19,7 @@ import torch
 from sirt.config.schema import Config
 from sirt.models.prompts import solver_prompt
 from sirt.plan.seeds import round_seed
+from sirt.runs.records import MetricsRow, SelectionRecord
 from sirt.runs.rundir import RunDir
 from sirt.stages import evaluation, training
 from sirt.stages.external import training_rows
@@ -26,6 +27,8 @@ from sirt.stages.generation import sampler
 from sirt.stages.judging import verifier_quality
 from sirt.stages.selection import select
 from sirt.stages.uncertainty import solver_verifier_gap
+from sirt.stages.verification import Verifier
+from sirt.tasks.problem import Problem
 from sirt.tasks.registry import is_correct
 
 
@@ -49,7 +52,8 @@ def seed_round(seed: int, t: int) -> None:
     torch.manual_seed(s)
 
 
-def one_round(t, model, tokenizer, verifier, problems, test, config: Config, clock: Stopwatch):
+def one_round(t: int, model, tokenizer, verifier: Verifier, problems: list[Problem], test: list[Problem],
+              config: Config, clock: Stopwatch) -> tuple[MetricsRow, list[SelectionRecord]]:
     """Measure model_t on the round's prompts and pick next round's data: (row, selections)."""
     gen = config.generation
     prompts = [solver_prompt(p.question, tokenizer, config) for p in problems]
@@ -69,7 +73,7 @@ def one_round(t, model, tokenizer, verifier, problems, test, config: Config, clo
         correct = [is_correct(g[0].text, p) for g, p in zip(greedy, test)]
     gap = solver_verifier_gap(samples, [row[r["verifier_choice"]] for row, r in zip(samples, records)])
     levels = [r["level"] for r in records]
-    row = {
+    row: MetricsRow = {
         "round": t,
         "acc": evaluation.accuracy(correct),
         "acc_level": evaluation.level_accuracy(correct, [p.level for p in test]),

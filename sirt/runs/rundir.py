@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sirt.config.errors import InputError
 from sirt.runs.files import read_jsonl, to_jsonl, write_atomic
+from sirt.runs.records import MetricsRow, SelectionRecord
 
 
 def finished_job(job_dir: Path) -> tuple[list[dict[str, Any]], DictConfig, dict[str, Any]] | None:
@@ -68,15 +69,15 @@ class RunDir:
                              "start again in a new hydra.run.dir") from None
         return state
 
-    def metrics(self) -> list[dict[str, Any]]:
+    def metrics(self) -> list[MetricsRow]:
         """Rows of committed rounds only (a row written after the last commit is dropped)."""
         last = self.state().get("round", -1)
         return [row for row in read_jsonl(self.metrics_path) if row["round"] <= last]
 
-    def selections(self, t: int) -> list[dict[str, Any]]:
+    def selections(self, t: int) -> list[SelectionRecord]:
         return read_jsonl(self.round_dir(t) / "selections.jsonl")
 
-    def commit_round(self, t: int, row: dict[str, Any], selections: list[dict[str, Any]], state: dict) -> None:
+    def commit_round(self, t: int, row: MetricsRow, selections: list[SelectionRecord], state: dict) -> None:
         """Write round t's files, then the state that makes them count."""
         write_atomic(self.round_dir(t) / "selections.jsonl", to_jsonl(selections))
         write_atomic(self.metrics_path, to_jsonl([*self.metrics(), row]))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from sirt.runs.records import SelectionRecord
 from sirt.stages.samples import Sample
 from sirt.tasks.problem import Problem
 from sirt.tasks.registry import is_correct
@@ -39,7 +40,7 @@ def select(
     samples: Sequence[Sequence[Sample]],
     scores: Sequence[Sequence[float]],
     sigma: float,
-) -> list[dict]:
+) -> list[SelectionRecord]:
     """One record per prompt: every sample with its score, NLL and ground truth, and the picks.
 
     ``correct`` is recorded for analysis and for the oracle source; selection never reads it.
