@@ -111,6 +111,8 @@ class DatasetSchema:
     n_train: int
     n_test: int
     seed: int
+    few_shot: int  # worked examples before a plain (non-chat) prompt, held out of the train split
+    stop: list[str]  # stop strings a plain model's answers end at when generation.stop is empty
 
 
 @dataclass
@@ -142,6 +144,7 @@ class GenerationSchema:
     batch_size: int
     pass_k: list[int]
     vllm: VllmSchema
+    stop: list[str]  # the response ends before the first of these (transformers backend)
 
 
 @dataclass

@@ -92,6 +92,19 @@ def _checks(c: Config) -> None:
            c.generation.vllm.gpu_memory_utilization, "must be in (0, 1]")
     if c.external.source == "teacher":
         check_teacher(c.external.teacher)
+    _check_base_model_prompts(c)
+
+
+def _check_base_model_prompts(c: Config) -> None:
+    """Few-shot prompts and stop strings (what a base model needs to answer and to stop)."""
+    shots = c.dataset.few_shot
+    _check(shots == 0 or 2 <= shots < c.dataset.n_train, "dataset.few_shot", shots,
+           f"0, or 2..{c.dataset.n_train - 1} (held out of dataset.n_train; the verifier's wrong example of a "
+           "shot is another shot's solution)")
+    for name, stop in (("generation.stop", c.generation.stop), ("dataset.stop", c.dataset.stop)):
+        _check(all(stop), name, stop, "stop strings must not be empty")
+    _check(not c.generation.stop or c.generation.backend == "transformers", "generation.stop", c.generation.stop,
+           "stop strings are applied by the transformers backend only")
 
 
 def teacher_schema(raw: dict) -> TeacherSchema:

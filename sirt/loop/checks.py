@@ -14,6 +14,7 @@ from sirt.config.validate import teacher_schema, validate
 from sirt.models.weights import WeightsUnavailable, check_available
 from sirt.plan.curriculum import check_curriculum
 from sirt.plan.schedule import eta_schedule
+from sirt.stages.generation_vllm import require_vllm
 
 
 def check_plan(config: Config) -> None:
@@ -41,4 +42,6 @@ def validated(cfg: DictConfig) -> Config:
         check_available(config.model.name_or_path, config.model.gguf_file)
     if config.external.source == "teacher":
         check_teacher_weights(config.external.teacher)
+    if config.generation.backend == "vllm":  # a missing optional extra is named now, not at round 0's first sample
+        require_vllm()
     return config

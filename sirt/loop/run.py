@@ -28,14 +28,16 @@ from omegaconf import OmegaConf
 from sirt.config.errors import ConfigError, InputError
 from sirt.config.schema import Config
 from sirt.loop.organism import gate_summary, load_model, organism_path, verdict_rows
+from sirt.loop.preflight import require as preflight
 from sirt.loop.round import Stopwatch, one_round, seed_round, train_model
 from sirt.loop.teacher import make_teacher
 from sirt.models.load import load_pretrained, save
-from sirt.models.prompts import verifier_schema
+from sirt.models.prompts import few_shot_split, posed_config, verifier_schema
 from sirt.plan.curriculum import plot_levels, round_problems
 from sirt.plan.schedule import allocate, eta_schedule
 from sirt.runs.rundir import RunDir
 from sirt.runs.tracker import Tracker
+from sirt.stages.generation_vllm import teardown
 from sirt.stages.verification import Verifier
 from sirt.tasks.registry import load_splits
 from sirt.theory.report import fit_run
@@ -78,7 +80,16 @@ def resume_state(run: RunDir, config: Config) -> dict:
 
 
 def run(config: Config, run_dir: Path, job_name: str) -> list[dict]:
-    """The whole loop; returns the rows of metrics.jsonl."""
+    """The whole loop; returns the rows of metrics.jsonl. A vLLM engine (and its temp dir) ends with the run."""
+    try:
+        return run_rounds(config, run_dir, job_name)
+    finally:
+        if config.generation.backend == "vllm":
+            teardown()
+
+
+def run_rounds(config: Config, run_dir: Path, job_name: str) -> list[dict]:
+    """Rounds from the last committed one to ``config.rounds``, then the fit (or only the fit, when done)."""
     if config.threads:
         torch.set_num_threads(config.threads)
     run = RunDir(run_dir)
@@ -96,6 +107,7 @@ def run(config: Config, run_dir: Path, job_name: str) -> list[dict]:
     eta = eta_schedule(config.schedule, config.rounds)
     ext = allocate(eta, config.external.budget)
     train, test = load_splits(config.dataset)
+    shots, train = few_shot_split(train, config.dataset)  # a base model's worked examples, out of every round
     n_prompts = len(round_problems(train, config, 0))
     if max(ext) > n_prompts:
         raise ConfigError(f"external.budget={config.external.budget}: a round would use {max(ext)} external "
@@ -107,7 +119,10 @@ def run(config: Config, run_dir: Path, job_name: str) -> list[dict]:
         return load_model(config.model, config.dataset, held_out)
     model, tokenizer = load_base() if start == 0 else load_pretrained(run.model_dir(start - 1), config.model)
     gate, replay = organism_teaching(config, held_out)
-    verifier = Verifier(tokenizer, verifier_schema(tokenizer, config))
+    posed = posed_config(config, tokenizer, shots)  # the rounds' prompts and stops; config itself is the run's id
+    if start == 0:  # what a new model can get wrong, before any sampling (random state kept)
+        preflight(model, tokenizer, posed, train)
+    verifier = Verifier(tokenizer, verifier_schema(tokenizer, posed))
     teacher = None
     needed = ext if config.trainer.restart_from_base else ext[max(start, 1) - 1 :]  # restart: earlier rounds' too
     if config.external.source == "teacher" and any(needed):
@@ -123,7 +138,7 @@ def run(config: Config, run_dir: Path, job_name: str) -> list[dict]:
                 with clock("train"):
                     model, stats = train_model(model, tokenizer, run, config, t, ext, load_base, teacher, replay)
             problems = round_problems(train, config, t, run.metrics())  # a curriculum may read past acceptance
-            row, records = one_round(t, model, tokenizer, verifier, problems, test, config, clock)
+            row, records = one_round(t, model, tokenizer, verifier, problems, test, posed, clock)
             row.update(eta=eta[t - 1] if t > 0 else 0.0, **stats, seconds=dict(clock.seconds))
             with clock("checkpoint"):
                 save(model, tokenizer, run.model_dir(t))

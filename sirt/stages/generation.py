@@ -14,6 +14,10 @@ every step):
   pass scores the sampled tokens: the prompt fills a KV cache, then the response goes through the
   model's own forward (so logit softcapping and scaling apply) :data:`LOGIT_POSITIONS` positions at
   a time, fewer where those would pass the budget.
+
+``generation.stop`` (a base model's end of answer, :func:`sirt.models.prompts.posed_config`) stops a
+sequence in ``generate`` (``stop_strings``) and cuts its response before the first stop string, at a
+token boundary (:func:`cut_at_stop`): text, token count and log-prob all cover the same kept tokens.
 """
 
 from __future__ import annotations
@@ -85,6 +89,29 @@ def token_logprobs_of(
     return torch.cat(parts, dim=1)
 
 
+def cut_at_stop(tokenizer: PreTrainedTokenizerBase, ids: list[int], stop: list[str]) -> tuple[str, int] | None:
+    """(text, kept) of a response ``ids`` cut before its first stop string, or None if it has none.
+
+    The kept tokens are the longest prefix whose text ends before the stop string, so a token that
+    straddles the stop's start (``"\\n\\n"`` of ``"\\nQuestion:"``) goes with the stop. Decoded prefix
+    lengths only grow with the prefix, so a bisection finds it in a few decodes. Special tokens are
+    searched as their text, as ``generate``'s ``stop_strings`` matches them (``"<pad>"`` holds ``"a"``),
+    and left out of the kept text, as in every response.
+    """
+    text = tokenizer.decode(ids)
+    starts = [text.find(s) for s in stop if s in text]
+    if not starts:
+        return None
+    cut, lo, hi = min(starts), 0, len(ids)  # the kept length is in lo..hi; prefix lo ends by the cut
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(tokenizer.decode(ids[:mid])) <= cut:
+            lo = mid
+        else:
+            hi = mid - 1
+    return tokenizer.decode(ids[:lo], skip_special_tokens=True), lo
+
+
 @torch.inference_mode()
 def _generate_chunk(
     model: PreTrainedModel,
@@ -103,9 +130,11 @@ def _generate_chunk(
         "top_k": cfg.top_k,
     }
     keep_logits = logit_bytes(model, len(prompts) * n, cfg.max_new_tokens) <= logit_budget
+    stops = {"stop_strings": list(cfg.stop), "tokenizer": tokenizer} if cfg.stop else {}
     out = model.generate(
         **enc,
         **sampling,
+        **stops,
         num_return_sequences=n,
         max_new_tokens=cfg.max_new_tokens,
         output_logits=keep_logits,  # set either way: a checkpoint's generation config may ask for them
@@ -128,9 +157,17 @@ def _generate_chunk(
     is_eos = new == tokenizer.eos_token_id
     after_eos = (is_eos.cumsum(dim=1) - is_eos.long()) > 0
     mask = ~after_eos
+    texts = tokenizer.batch_decode(new, skip_special_tokens=True)
+    if cfg.stop:  # a stopped response keeps the tokens before its stop string (padding follows it)
+        for row, n_kept in enumerate(mask.sum(dim=1).tolist()):
+            ids = new[row, :n_kept].tolist()  # up to the first EOS, or the first pad where pad = EOS
+            body = ids[:-1] if ids[-1:] == [tokenizer.eos_token_id] else ids  # EOS's own text stops nothing
+            cut = cut_at_stop(tokenizer, body, list(cfg.stop))
+            if cut is not None:
+                texts[row] = cut[0]
+                mask[row, cut[1]:] = False
     lengths = mask.sum(dim=1)
     totals = (token_logprobs * mask).sum(dim=1)
-    texts = tokenizer.batch_decode(new, skip_special_tokens=True)
     samples = [Sample(t, int(k), float(lp)) for t, k, lp in zip(texts, lengths, totals)]
     return _chunks(samples, n)
 

@@ -16,7 +16,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sirt.config.schema import TinySchema, TrainerSchema, VerifierSchema
 from sirt.models.load import tiny_llama
-from sirt.models.tokens import IGNORE, encode, target_ids
+from sirt.models.tokens import IGNORE, encode, target_ids, template_pieces
 from sirt.stages.generation import encode_prompts
 from sirt.stages.training import trainer as sft_trainer
 from sirt.stages.verification import Verifier
@@ -55,6 +55,7 @@ def stage_ids(
     """
     generated = unpadded(encode_prompts(tokenizer, [prompt]))
     verified = unpadded(Verifier(tokenizer, verifier).encode([(prompt, response)]))
+    verified = verified[len(template_head(tokenizer, verifier.template)):]  # judged examples before {prompt}
     with tempfile.TemporaryDirectory(prefix="sirt-tokens-") as out:
         built = sft_trainer(model if model is not None else tiny_model(tokenizer), tokenizer,
                             [{"prompt": prompt, "completion": response}], trainer, seed=0, lora=None,
@@ -64,6 +65,13 @@ def stage_ids(
     train, labels = ([], []) if batch is None else (batch["input_ids"][0].tolist(), batch["labels"][0].tolist())
     return {"generate": generated + target_ids(tokenizer, response), "verify": verified, "train": train,
             "train_labels": labels}
+
+
+def template_head(tokenizer: PreTrainedTokenizerBase, template: str) -> list[int]:
+    """The ids of what a verifier template shows before ``{prompt}`` (a base model's judged examples); the
+    verifier tokenizes it on its own, so the prompt + response part that follows is compared alone."""
+    pieces = template_pieces(template, {"prompt": "\0prompt\0", "response": "\0response\0"})
+    return [i for piece in pieces[: pieces.index("\0prompt\0")] for i in encode(tokenizer, piece)]
 
 
 def first_difference(a: list[int], b: list[int]) -> int:
