@@ -17,7 +17,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from sirt.config.compose import compose
-from sirt.config.defaults import default
+from sirt.config.defaults import default, option
 from sirt.config.errors import ConfigError, InputError
 from sirt.config.schema import DatasetSchema
 from sirt.loop.checks import validated
@@ -26,7 +26,7 @@ from sirt.loop.teacher import make_teacher, retry_after
 from sirt.plan.schedule import allocate, eta_schedule
 from sirt.runs.rundir import RunDir
 from sirt.stages.external import training_rows
-from tests.conftest import MICRO, ROOT
+from tests.conftest import MICRO
 
 
 @pytest.mark.parametrize("name", ["early", "uniform", "late", "custom"])
@@ -176,7 +176,7 @@ def teacher(base_url: str, dataset: DatasetSchema | None = None, **kw):
 
 
 def gsm8k() -> DatasetSchema:
-    return OmegaConf.to_object(OmegaConf.merge(DatasetSchema, OmegaConf.load(ROOT / "conf/dataset/gsm8k.yaml")))
+    return option("dataset", "gsm8k", DatasetSchema)
 
 
 def test_the_teacher_is_asked_the_question_not_the_students_chat_prompt(stub):
