@@ -294,10 +294,10 @@ def test_a_local_teacher_poses_the_question_in_its_own_template(cache_dir):
     plain template), not a continuation of the bare question or of the student's prompt."""
     from sirt.stages.generation import sample
 
-    small = ["teach.verify_problems=16", "teach.verify_steps=2"]  # the solver as MICRO teaches it; a brief verifier
-    dotlist = [o.removeprefix("model.") for o in MICRO if o.startswith("model.")] + small
+    micro = compose(*MICRO).model  # the solver as debug=micro teaches it, then a brief verifier
+    small = OmegaConf.from_dotlist(["teach.verify_problems=16", "teach.verify_steps=2"])
     dataset, generation = default("dataset", levels=[1, 2]), default("generation", max_new_tokens=12)
-    model = OmegaConf.merge(teacher_defaults()["model"], OmegaConf.from_dotlist(dotlist))
+    model = OmegaConf.merge(teacher_defaults()["model"], {"tiny": micro.tiny, "teach": micro.teach}, small)
     local = make_teacher({**teacher_defaults(), "model": OmegaConf.to_container(model)}, dataset, generation, set())
     questions = ["2+3", "4-1", "1+1+2"]
     prompts = [dataset.prompt_template.format(question=q) for q in questions]  # no chat template, no BOS
