@@ -1,25 +1,7 @@
-"""Curricula (paper 2): which difficulty levels a round's prompts come from.
+"""``python -m sirt.curriculum SWEEP_DIR``: the final accuracy per level of every job of a multirun
+(e.g. ``experiment=curriculum_graph_tiny``) as a table, and each job's levels.png.
 
-A curriculum gives round t a weight per level (levels in ascending order):
-
-- ``none``: the train split as it is (all of it, or a seeded draw of ``prompts_per_round``);
-- ``mixture``: fixed weights (``curriculum.weights``; empty = equal);
-- ``easy_to_hard``: one level at a time, easiest first; the next level starts after
-  ``advance_every`` rounds or as soon as the acceptance at the current level reaches
-  ``threshold``, whichever comes first; ``replay`` keeps a share on the levels already passed;
-- ``hard_only``: the hardest level only;
-- ``custom``: ``per_round[t]`` (the last entry holds for later rounds).
-
-The budget is the same for every curriculum: ``prompts_per_round`` prompts (0 = as many as
-the train split has), each sampled N times, split over the levels by largest remainder and
-drawn from each level's pool of train problems with a generator seeded by (seed, round). A
-level asked for more prompts than its pool holds repeats them, so the budget stays exact.
-Acceptance decides ``easy_to_hard``'s pace, and it is read back from the committed rows of
-metrics.jsonl, so a resumed run draws exactly the prompts an uninterrupted one would. The
-Monte-Carlo simulator (:mod:`sirt.theory.montecarlo`) calls the same :func:`level_weights`.
-
-``python -m sirt.curriculum SWEEP_DIR`` tables the final accuracy per level of every job of
-a multirun (e.g. ``experiment=curriculum_graph_tiny``) and draws each job's levels.png.
+The curricula themselves are in :mod:`sirt.plan.curriculum`.
 """
 
 from __future__ import annotations

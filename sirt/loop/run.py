@@ -1,18 +1,8 @@
-"""``python -m sirt.train``: paper 1's self-improvement loop, one round per iteration.
+"""A run: rounds from the last committed one to ``config.rounds`` (each one :mod:`sirt.loop.round`),
+committed atomically, then the levels plot, the fitting callback and the tracker's end.
 
-Round t measures model_t and prepares the data that trains model_{t+1}:
-
-    model    = SFT(model, picks of round t-1 + external items of round t)   (t >= 1)
-    samples  = N samples per prompt, with log-probs         -> U_s (mean over the N)
-    scores   = the model verifies its own samples (TF or QE)
-    picks    = Best-of-N among s >= sigma, lowest NLL/token -> U_v, acceptance
-    accuracy = greedy on the test split; pass@k from the samples
-    log      = one row of metrics.jsonl and W&B; checkpoint; commit the round
-
-Round 0 measures the untouched model. A killed run restarted in the same directory goes on
-from the last committed round. At the end the fitting callback fits paper 1's dynamics.
-One process at a time works in a run directory (``<run>/.lock``); a command the directory
-cannot take (busy, another config, damaged) exits 2 in one line and leaves its files as they were.
+A killed run restarted in the same directory goes on from the last committed round; a directory
+this config cannot continue is refused before any model loads (:func:`resume_state`).
 """
 
 from __future__ import annotations
