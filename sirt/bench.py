@@ -51,6 +51,7 @@ from sirt.loop.checks import validated
 from sirt.loop.organism import load_model
 from sirt.loop.round import Stopwatch, one_round, seed_round, train_model
 from sirt.models.prompts import solver_prompt, verifier_schema
+from sirt.perf import logprob_pass
 from sirt.perf.flops import (
     FLOP_FORMULA,
     ModelShape,
@@ -66,7 +67,7 @@ from sirt.plan.curriculum import round_problems
 from sirt.runs.files import write_atomic
 from sirt.runs.rundir import RunDir
 from sirt.runs.tracker import quiet_third_party
-from sirt.stages.generation import sampler
+from sirt.stages.backends import sampler
 from sirt.stages.samples import Sample
 from sirt.stages.verification import Verifier, verification_prompt
 from sirt.tasks.problem import Problem
@@ -86,6 +87,14 @@ class ScalingSchema:
 
 
 @dataclass
+class LogprobPassSchema:
+    """The teacher-forced pass at Llama 3's vocabulary (sirt.perf.logprob_pass): rows per point, tokens per row."""
+
+    rows: list[int]
+    steps: int
+
+
+@dataclass
 class BenchSchema:
     """The bench-only fields of ``conf/bench.yaml`` (the rest is a run's Config)."""
 
@@ -98,6 +107,7 @@ class BenchSchema:
     train_rss: bool
     rss_limit_gb: float
     threads: int
+    logprob_pass: LogprobPassSchema
 
 
 def split_config(cfg: DictConfig) -> tuple[Config, BenchSchema]:
@@ -282,6 +292,7 @@ def bench(config: Config, b: BenchSchema, run_dir: Path, overrides: list[str]) -
         "agreement": agreement,
         "scaling": scaling,
         "memory": memory_report(model, run_dir, overrides, config, b),
+        "logprob_pass": [logprob_pass.compare(rows, b.logprob_pass.steps) for rows in b.logprob_pass.rows],
     }
 
 

@@ -103,8 +103,7 @@ def test_plain_models_take_the_datasets_stop_unless_generation_names_one():
 
 @pytest.mark.parametrize("override, field", [("dataset.few_shot=1", "dataset.few_shot"),
                                              ("dataset.few_shot=-1", "dataset.few_shot"),
-                                             ("generation.stop=['']", "generation.stop"),
-                                             ("generation.backend=vllm", "generation.stop")])
+                                             ("generation.stop=['']", "generation.stop")])
 def test_bad_few_shot_and_stop_settings_are_refused(override, field):
     with pytest.raises(ConfigError, match=re.escape(field)):
         validate(compose("generation.stop=[END]" if field == "generation.stop" else "seed=0", override))

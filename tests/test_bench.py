@@ -28,7 +28,8 @@ PROMPTS = ["Q: 1+2\nA: ", "Q: 12+3-4\nA: ", "Q: 7\nA: ", "Q: 5-1+9-3\nA: "]  # u
 # The micro loop, with the bench's own parts shrunk: 2 naive questions, 4 scaling points, a small matmul.
 MICRO_BENCH = [*MICRO, "rounds=1", "bench.threads=1", "bench.naive_prompts=2", "bench.matmul_size=256",
                "bench.matmul_repeats=2", "bench.scaling.base_questions=2", "bench.scaling.questions=[2,4]",
-               "bench.scaling.n_samples=[2]", "bench.scaling.max_new_tokens=[8]"]
+               "bench.scaling.n_samples=[2]", "bench.scaling.max_new_tokens=[8]", "bench.logprob_pass.rows=[16]",
+               "bench.logprob_pass.steps=4"]
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +74,10 @@ def test_bench_app_writes_the_report(tmp_path, cache_dir):
     assert 0 < memory["train_peak_rss_mb"] < memory["train_rss_limit_mb"] and memory["train_under_limit"]
     assert [json.loads(x)["round"] for x in (run_dir / "train_rss/metrics.jsonl").read_text().splitlines()] == [0, 1]
     assert "| stage |" in (run_dir / "bench.md").read_text()
+    [point] = report["logprob_pass"]
+    assert point["row_chunks"]["largest_call_logits_mib"] <= point["logit_budget_mib"]
+    assert point["positions_only"]["largest_call_logits_mib"] > point["logit_budget_mib"]
+    assert point["max_abs_diff"] < 1e-4
 
 
 @pytest.mark.parametrize("logit_budget", [LOGIT_BUDGET, 0])

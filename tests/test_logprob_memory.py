@@ -69,12 +69,15 @@ def peak_bytes(fn: Callable[[], object]) -> tuple[object, int]:
 
 
 def test_sampling_peak_memory_does_not_grow_with_steps_times_vocab(wide_model, config):
+    """Above the budget the pass holds one chunk of logits whatever the length: a budget of 16 positions of one
+    row (8 MiB) here, so that both lengths are many times over it, as 512 tokens of 1,024 rows are at 256 MiB."""
     tokenizer, peaks = char_tokenizer(), {}
+    budget = logit_bytes(wide_model, 1, 16)
     for steps in (256, 512):
         assert logit_bytes(wide_model, len(PROMPTS), steps) > LOGIT_BUDGET  # generate's logits would pass it
         gen = dataclasses.replace(config.generation, max_new_tokens=steps)  # greedy: CPU multinomial over 128k
         samples, peaks[steps] = peak_bytes(lambda gen=gen: sample(wide_model, tokenizer, PROMPTS, gen, n=1,
-                                                                  greedy=True))
+                                                                  greedy=True, logit_budget=budget))
         assert [s.n_tokens for [s] in samples] == [steps] * len(PROMPTS)  # no early EOS: every step was taken
     held_by_logits = logit_bytes(wide_model, len(PROMPTS), 512)  # 1 GB
     assert peaks[512] < 1.2 * peaks[256], peaks
@@ -148,3 +151,18 @@ def test_logprobs_are_those_of_the_raw_logits_generate_sees(one_thread, config, 
     assert min(ends) < STEPS  # some samples stop at EOS
     expected = [float(row[:end].sum()) for row, end in zip(raw, ends)]
     assert [s.logprob for s in samples] == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_pass_keeps_every_call_within_the_budget_and_takes_whole_responses(one_thread):
+    """At the paper's scale one position of all rows is over the budget (1,024 rows x 128k x 4 B = 501 MiB):
+    the positions-only pass then went one position per call, each over the budget. Row chunks keep every call
+    within it and score a row's whole response in one call; both give the same log-probs."""
+    from sirt.perf.logprob_pass import compare
+
+    point = compare(rows=32, steps=8)
+    assert point["positions_only"]["largest_call_logits_mib"] == pytest.approx(2 * point["logit_budget_mib"])
+    assert point["positions_only"]["forward_calls"] == 8 + 1  # a prefill and one call per response token
+    assert point["row_chunks"]["largest_call_logits_mib"] <= point["logit_budget_mib"]
+    rows_per_call = int(point["logit_budget_mib"] * 2**20 // (8 * VOCAB * 4))
+    assert point["row_chunks"]["forward_calls"] == -(-32 // rows_per_call)  # one forward per chunk of rows
+    assert point["max_abs_diff"] < 1e-5

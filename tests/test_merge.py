@@ -131,3 +131,26 @@ def test_sft_saves_the_rounds_adapter_that_it_merges(tmp_path, dtype):
         master, W = masters(merged), trained(merged)
         assert all(torch.allclose(master[n], W0[n] + delta[n], rtol=0, atol=1e-8) for n in delta)
         assert all(torch.equal(W[n], master[n].to(torch.bfloat16).float()) for n in delta)
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "same"])
+def test_every_master_device_gives_the_same_merge(device):
+    """trainer.master_device: where the fp32 copies live does not change what the merge computes (on a GPU,
+    auto and cpu keep them in pinned host memory; here every choice is the CPU)."""
+    base = bf16_llama()
+    peft_model, _ = with_update(copy.deepcopy(base), seed=3)
+    reference = training.merge_lora(copy.deepcopy(peft_model), "same")
+    merged = training.merge_lora(peft_model, device)
+    assert getattr(merged, training.MASTER).device == device
+    for (name, w), (_, w_ref) in zip(merged.named_parameters(), reference.named_parameters()):
+        assert torch.equal(w, w_ref), name
+    for w in getattr(merged, training.MASTER).weights.values():
+        assert w.device.type == "cpu" and w.dtype == torch.float32
+
+
+@pytest.mark.parametrize("setting, on_gpu, home", [("auto", True, "cpu"), ("auto", False, "same"),
+                                                   ("cpu", True, "cpu"), ("same", True, "same")])
+def test_master_weights_live_on_the_host_for_a_gpu_model_unless_told(setting, on_gpu, home):
+    weight = torch.zeros(2, device="meta") if on_gpu else torch.zeros(2)  # meta: a device that is not the CPU
+    where = training.MasterWeights(setting).home(weight)
+    assert where == (torch.device("cpu") if home == "cpu" else weight.device)

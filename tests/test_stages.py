@@ -11,6 +11,7 @@ import torch
 
 from sirt.config.defaults import default
 from sirt.models.load import char_tokenizer
+from sirt.stages import training
 from sirt.stages.evaluation import mean_pass_at_k, pass_at_k
 from sirt.stages.samples import Sample
 from sirt.stages.selection import best_of_n, verifier_choice
@@ -175,3 +176,42 @@ def test_garbled_answers_are_taught_as_wrong_next_to_their_right_partner():
 ])
 def test_gradient_checkpointing_follows_the_model_size_and_device(setting, n_params, cuda, on):
     assert gradient_checkpointing(setting, n_params, cuda) is on
+
+
+def test_one_process_never_trains_through_data_parallel(caplog):
+    """Several GPUs visible and no distributed launch: the HF Trainer would wrap the model in nn.DataParallel
+    (n_gpu > 1, a batch n_gpu times larger); sirt trains on one device and says so once."""
+    from trl import SFTConfig
+
+    args = SFTConfig(output_dir="unused", use_cpu=True, per_device_train_batch_size=16, report_to=[])
+    args._n_gpu = 4  # what TrainingArguments computes on a host that shows 4 GPUs to one process
+    assert args.train_batch_size == 64
+    with caplog.at_level("WARNING"):
+        training.one_device(args)
+        training.one_device(args)
+    assert args.n_gpu == 1 and args.train_batch_size == 16
+    assert [r.message.count("torchrun") for r in caplog.records] == [1]
+
+
+def test_verification_builds_no_kv_cache():
+    """One forward per batch has no next step: a cache would only hold memory (28 GiB at batch 256 for 8B)."""
+    from sirt.config.defaults import default
+    from sirt.models.load import char_tokenizer, tiny_llama
+    from sirt.stages.verification import Verifier
+
+    tokenizer = char_tokenizer()
+    model = tiny_llama(default("model.tiny", hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64),
+                       len(tokenizer), seed=0).eval()
+    caches = []
+    model.register_forward_hook(lambda m, args, kwargs, out: caches.append(out.past_key_values), with_kwargs=True)
+    Verifier(tokenizer, default("verifier", method="tf", words=["y", "n"])).score(model, [("1+1=", "2")] * 3)
+    assert caches == [None]
+
+
+def test_quieting_third_parties_keeps_download_bars():
+    import huggingface_hub.utils
+
+    from sirt.runs.tracker import quiet_third_party
+
+    quiet_third_party()
+    assert not huggingface_hub.utils.are_progress_bars_disabled()

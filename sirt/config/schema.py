@@ -144,7 +144,9 @@ class GenerationSchema:
     batch_size: int
     pass_k: list[int]
     vllm: VllmSchema
-    stop: list[str]  # the response ends before the first of these (transformers backend)
+    stop: list[str]  # the response ends before the first of these
+    probe_samples: int  # samples per round re-scored by the training model (sirt.stages.agreement)
+    probe_tolerance: float | None  # largest per-token log-prob difference accepted; None: by dtype
 
 
 @dataclass
@@ -163,6 +165,7 @@ class TrainerSchema:
     lora: bool
     verifier_replay: float
     gradient_checkpointing: bool | str  # auto | true | false
+    master_device: str  # auto | cpu | same: where a bf16/fp16 model's fp32 master weights live
 
 
 @dataclass

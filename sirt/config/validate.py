@@ -103,8 +103,11 @@ def _check_base_model_prompts(c: Config) -> None:
            "shot is another shot's solution)")
     for name, stop in (("generation.stop", c.generation.stop), ("dataset.stop", c.dataset.stop)):
         _check(all(stop), name, stop, "stop strings must not be empty")
-    _check(not c.generation.stop or c.generation.backend == "transformers", "generation.stop", c.generation.stop,
-           "stop strings are applied by the transformers backend only")
+    _check(c.generation.probe_samples >= 0, "generation.probe_samples", c.generation.probe_samples, "must be >= 0")
+    tol = c.generation.probe_tolerance
+    _check(tol is None or tol > 0, "generation.probe_tolerance", tol, "null (by dtype) or > 0")
+    _check(c.trainer.master_device in ("auto", "cpu", "same"), "trainer.master_device", c.trainer.master_device,
+           "auto, cpu or same")
 
 
 def teacher_schema(raw: dict) -> TeacherSchema:

@@ -20,6 +20,7 @@ import contextlib
 import os
 import random
 from collections.abc import Iterator
+from math import prod
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from sirt.models import weights
 from sirt.models.load import char_tokenizer, end_at_turn_end, prepare_tokenizer, tiny_llama, torch_dtype
 from sirt.models.prompts import bos_text, end_of_turn, solver_prompt, uses_chat, verifier_schema
 from sirt.models.tokens import encode, encode_all, training_row, verification_ids
-from sirt.stages.generation import LOGIT_BUDGET, positions_per_pass
+from sirt.stages.generation import LOGIT_BUDGET, pass_plan
 from sirt.stages.identity import stage_ids, token_identity
 from sirt.stages.training import gradient_checkpointing
 from sirt.stages.verification import Verifier
@@ -177,8 +178,8 @@ def memory_estimate(model: PreTrainedModel, config: Config, prompt_len: int, ver
 
     Generation: the KV cache of ``generation.batch_size`` sequences of prompt + max_new_tokens, the
     prefill's activations of one layer and the logits (``generate``'s kept ones, stacked and turned
-    into log-probs, within LOGIT_BUDGET; else the pass's positions). Verification: one batch's KV cache,
-    one layer's activations and the last logits. SFT: LoRA's fp32 weights, grads and Adam states (all
+    into log-probs, within LOGIT_BUDGET; else the pass's chunk). Verification (no KV cache): one layer's
+    keys and values, one layer's activations and the last logits. SFT: LoRA's fp32 weights, grads and Adam states (all
     weights' for ``trainer.lora=false``), the activations kept for backward, the fp32 logits and their grad.
     """
     text, gen, ver, tr = model.config.get_text_config(), config.generation, config.verifier, config.trainer
@@ -198,7 +199,8 @@ def memory_estimate(model: PreTrainedModel, config: Config, prompt_len: int, ver
         out["master_weights"] = 4 * adapted  # fp32 copies of the adapted bf16/fp16 weights (training.MasterWeights)
     rows = max(1, gen.batch_size // gen.n_samples) * gen.n_samples
     kept = rows * gen.max_new_tokens * vocab * 4
-    logits = 3 * kept if kept <= LOGIT_BUDGET else 2 * rows * positions_per_pass(model, rows, LOGIT_BUDGET) * vocab * 4
+    passed = 2 * prod(pass_plan(model, rows, gen.max_new_tokens, LOGIT_BUDGET)) * vocab * 4
+    logits = 3 * kept if kept <= LOGIT_BUDGET else passed
     prefill = (rows // gen.n_samples) * prompt_len * layer_act
     if gen.backend == "vllm":
         out["generation"] = int(gen.vllm.gpu_memory_utilization * device_memory()[0])
@@ -206,7 +208,7 @@ def memory_estimate(model: PreTrainedModel, config: Config, prompt_len: int, ver
         kv_cache = rows * (prompt_len + gen.max_new_tokens) * kv_per_token
         out["generation"] = kv_cache + logits + 2 * rows * vocab * 4 + prefill
     v_tokens = ver.batch_size * verify_len
-    out["verification"] = v_tokens * (kv_per_token + layer_act) + 2 * ver.batch_size * vocab * 4
+    out["verification"] = v_tokens * (kv_per_token // layers + layer_act) + 2 * ver.batch_size * vocab * 4
     length = min(tr.max_length, prompt_len + gen.max_new_tokens)
     tokens = tr.batch_size * length
     checkpointing = gradient_checkpointing(tr.gradient_checkpointing, n_params, torch.cuda.is_available())

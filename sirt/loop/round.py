@@ -2,6 +2,7 @@
 
     model    = SFT(model, picks of round t-1 + external items of round t)   (t >= 1)
     samples  = N samples per prompt, with log-probs         -> U_s (mean over the N)
+    probe    = a few samples re-scored by the model itself  -> backend_logprob_err (stops the run if too large)
     scores   = the model verifies its own samples (TF or QE)
     picks    = Best-of-N among s >= sigma, lowest NLL/token -> U_v, acceptance
     accuracy = greedy on the test split; pass@k from the samples
@@ -21,9 +22,9 @@ from sirt.models.prompts import solver_prompt
 from sirt.plan.seeds import round_seed
 from sirt.runs.records import MetricsRow, SelectionRecord
 from sirt.runs.rundir import RunDir
-from sirt.stages import evaluation, training
+from sirt.stages import agreement, evaluation, training
+from sirt.stages.backends import sampler
 from sirt.stages.external import training_rows
-from sirt.stages.generation import sampler
 from sirt.stages.judging import verifier_quality
 from sirt.stages.selection import select
 from sirt.stages.uncertainty import solver_verifier_gap
@@ -59,6 +60,9 @@ def one_round(t: int, model, tokenizer, verifier: Verifier, problems: list[Probl
     prompts = [solver_prompt(p.question, tokenizer, config) for p in problems]
     with clock("generate"):
         samples = sampler(gen)(model, tokenizer, prompts, gen, desc=f"round {t}: generate")
+    with clock("probe"):  # the sampler's log-probs against the training model's, before anything reads them
+        probe_err = agreement.logprob_err(model, tokenizer, prompts, samples, gen.probe_samples)
+        agreement.check(t, probe_err, agreement.tolerance(gen.probe_tolerance, model.dtype), gen.backend)
     with clock("verify"):
         pairs = [(p, s.text) for p, row in zip(prompts, samples) for s in row]
         flat = verifier.score(model, pairs, desc=f"round {t}: verify")
@@ -86,6 +90,7 @@ def one_round(t: int, model, tokenizer, verifier: Verifier, problems: list[Probl
         **verifier_quality(records),
         "n_selected": len(picks),
         "tokens_generated": sum(s.n_tokens for row in samples for s in row),
+        "backend_logprob_err": probe_err,
     }
     return row, records
 

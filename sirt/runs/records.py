@@ -49,6 +49,7 @@ class MetricsRow(TypedDict, total=False):
     sample_acc: float  # share of samples that are right
     n_selected: int
     tokens_generated: int
+    backend_logprob_err: float  # largest per-token |sampler log-prob - training model's| over generation.probe_samples
     eta: float  # share of the external budget this round trained on
     ext_used: int  # external items used
     n_train_rows: int

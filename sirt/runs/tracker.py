@@ -155,13 +155,17 @@ def sweep_group(sweep_dir: str | Path, experiment: str | None = None) -> str:
 
 def quiet_third_party() -> None:
     """Keep the console to sirt's own progress bars: no per-map bars from datasets, no
-    weight-loading bars or advisory warnings from transformers."""
+    weight-loading bars or advisory warnings from transformers. Downloads keep their bars
+    (huggingface_hub's, which transformers' switch turns off too): an 8B model's 16 GB would
+    otherwise arrive in silence."""
     import datasets
+    import huggingface_hub.utils
     import transformers
 
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.enable_progress_bars()
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
 
 

@@ -11,9 +11,10 @@ every step):
   runs), ``generate`` returns them (``output_logits``) and the sampled tokens' entries are gathered:
   no second pass;
 * above it (32 x 512 x a 128k vocabulary is 8 GB), ``generate`` keeps none, and a teacher-forced
-  pass scores the sampled tokens: the prompt fills a KV cache, then the response goes through the
-  model's own forward (so logit softcapping and scaling apply) :data:`LOGIT_POSITIONS` positions at
-  a time, fewer where those would pass the budget.
+  pass scores the sampled tokens through the model's own forward (so logit softcapping and scaling
+  apply): rows in chunks, each chunk's prompts filling a KV cache and its responses following as many
+  positions at a time as the budget holds (:func:`pass_plan`; all of a 512-token response of one row
+  with a 128k vocabulary). Every sequence goes through the model about once more, in few calls.
 
 ``generation.stop`` (a base model's end of answer, :func:`sirt.models.prompts.posed_config`) stops a
 sequence in ``generate`` (``stop_strings``) and cuts its response before the first stop string, at a
@@ -21,8 +22,6 @@ token boundary (:func:`cut_at_stop`): text, token count and log-prob all cover t
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -34,7 +33,6 @@ from sirt.models.tokens import encode_all, left_padded
 from sirt.stages.samples import Sample
 
 LOGIT_BUDGET = 256 * 2**20  # bytes of fp32 logits one chunk may hold: generate's own up to it, else the pass
-LOGIT_POSITIONS = 16  # response positions per step of the teacher-forced pass (fewer if over LOGIT_BUDGET)
 
 
 def _chunks(items: list, size: int) -> list[list]:
@@ -52,10 +50,17 @@ def logit_bytes(model: PreTrainedModel, rows: int, positions: int) -> int:
     return rows * positions * model.config.get_text_config().vocab_size * 4
 
 
-def positions_per_pass(model: PreTrainedModel, rows: int, logit_budget: int) -> int:
-    """Positions per step of the teacher-forced pass: :data:`LOGIT_POSITIONS`, fewer (at least one)
-    where their logits would pass ``logit_budget``."""
-    return max(1, min(LOGIT_POSITIONS, logit_budget // logit_bytes(model, rows, 1)))
+def pass_plan(model: PreTrainedModel, rows: int, steps: int, logit_budget: int) -> tuple[int, int]:
+    """(rows, positions) of one call of the teacher-forced pass: as many of a row's ``steps`` positions as
+    the budget holds (at least one), then as many rows as those positions leave room for (at least one).
+
+    Positions before rows: with all of a response's positions in one call, a chunk of rows is one forward
+    over its sequences (prefill-like, no KV cache), where one position per call would read the whole
+    cache once per response token, as decoding does.
+    """
+    one = logit_bytes(model, 1, 1)
+    positions = max(1, min(steps, logit_budget // one))
+    return max(1, min(rows, logit_budget // (positions * one))), positions
 
 
 @torch.inference_mode()
@@ -63,21 +68,36 @@ def token_logprobs_of(
     model: PreTrainedModel, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, new: torch.Tensor,
     logit_budget: int = LOGIT_BUDGET,
 ) -> torch.Tensor:
-    """log pi(y_t | x, y_<t) of every new token (batch, steps) under the plain model, teacher-forced.
+    """log pi(y_t | x, y_<t) of every new token (batch, steps) under the plain model, teacher-forced,
+    in the chunks of rows and positions :func:`pass_plan` gives, so no call's logits pass ``logit_budget``."""
+    rows, positions = pass_plan(model, len(new), new.shape[1], logit_budget)
+    return torch.cat([_chunk_logprobs(model, prompt_ids[r : r + rows], prompt_mask[r : r + rows], new[r : r + rows],
+                                      positions) for r in range(0, len(new), rows)])
 
-    Position i of prompt + response predicts token i + 1. The prompt but its last token fills the
-    KV cache (one logit row kept); the rest goes through a few positions at a time, so only those
-    positions' logits ever exist. Position ids follow ``generate`` (left padding skipped).
+
+def _chunk_logprobs(model: PreTrainedModel, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, new: torch.Tensor,
+                    step: int) -> torch.Tensor:
+    """:func:`token_logprobs_of` of a few rows, ``step`` response positions per forward.
+
+    Position i of prompt + response predicts token i + 1; position ids follow ``generate`` (left padding
+    skipped). Where the whole response fits one step (and the model projects only the positions it is
+    asked for, ``logits_to_keep``), one forward over prompt + response does it. Else the prompt but its
+    last token fills a KV cache (one logit row kept) and the response follows ``step`` positions at a
+    time, so only those positions' logits ever exist.
     """
     context = torch.cat([prompt_ids, new[:, :-1]], dim=1)
     mask = torch.cat([prompt_mask, torch.ones_like(new[:, :-1])], dim=1)
     position_ids = (mask.cumsum(dim=-1) - 1).clamp_min(0)
-    start = prompt_ids.shape[1] - 1  # the position that predicts new[:, 0]
+    steps, start = new.shape[1], prompt_ids.shape[1] - 1  # start: the position that predicts new[:, 0]
+    if step >= steps and last_logits_only(model):
+        logits = model(input_ids=context, attention_mask=mask, position_ids=position_ids, use_cache=False,
+                       logits_to_keep=steps).logits.float()
+        return logits.gather(-1, new.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(dim=-1)
     cache = None
     if start > 0:
         cache = model(input_ids=context[:, :start], attention_mask=mask[:, :start],
                       position_ids=position_ids[:, :start], use_cache=True, **last_logits_only(model)).past_key_values
-    step, parts = positions_per_pass(model, len(new), logit_budget), []
+    parts = []
     for s in range(start, context.shape[1], step):
         e = min(s + step, context.shape[1])
         out = model(input_ids=context[:, s:e], attention_mask=mask[:, :e], position_ids=position_ids[:, s:e],
@@ -110,6 +130,25 @@ def cut_at_stop(tokenizer: PreTrainedTokenizerBase, ids: list[int], stop: list[s
         else:
             hi = mid - 1
     return tokenizer.decode(ids[:lo], skip_special_tokens=True), lo
+
+
+def kept_length(tokenizer: PreTrainedTokenizerBase, ids: list[int], stop: list[str]) -> int:
+    """How many of a response's ``ids`` (up to its first EOS, included) it keeps: all, or those before its
+    first stop string (:func:`cut_at_stop`). Both backends cut with it."""
+    eos = tokenizer.eos_token_id
+    if eos in ids:
+        ids = ids[: ids.index(eos) + 1]
+    body = ids[:-1] if ids[-1:] == [eos] else ids  # EOS's own text stops nothing
+    cut = cut_at_stop(tokenizer, body, stop) if stop else None
+    return len(ids) if cut is None else cut[1]
+
+
+def response_sample(tokenizer: PreTrainedTokenizerBase, ids: list[int], logprobs: list[float],
+                    stop: list[str]) -> Sample:
+    """A Sample from a response's generated ``ids`` and their log-probs, kept as :func:`kept_length` says."""
+    kept = kept_length(tokenizer, ids, stop)
+    ids, logprobs = ids[:kept], logprobs[:kept]
+    return Sample(tokenizer.decode(ids, skip_special_tokens=True), kept, float(sum(logprobs)), ids, logprobs)
 
 
 @torch.inference_mode()
@@ -160,15 +199,15 @@ def _generate_chunk(
     texts = tokenizer.batch_decode(new, skip_special_tokens=True)
     if cfg.stop:  # a stopped response keeps the tokens before its stop string (padding follows it)
         for row, n_kept in enumerate(mask.sum(dim=1).tolist()):
-            ids = new[row, :n_kept].tolist()  # up to the first EOS, or the first pad where pad = EOS
-            body = ids[:-1] if ids[-1:] == [tokenizer.eos_token_id] else ids  # EOS's own text stops nothing
-            cut = cut_at_stop(tokenizer, body, list(cfg.stop))
-            if cut is not None:
-                texts[row] = cut[0]
-                mask[row, cut[1]:] = False
+            kept = kept_length(tokenizer, new[row, :n_kept].tolist(), list(cfg.stop))
+            if kept < n_kept:
+                texts[row] = tokenizer.decode(new[row, :kept].tolist(), skip_special_tokens=True)
+                mask[row, kept:] = False
     lengths = mask.sum(dim=1)
     totals = (token_logprobs * mask).sum(dim=1)
-    samples = [Sample(t, int(k), float(lp)) for t, k, lp in zip(texts, lengths, totals)]
+    kept_ids, kept_logprobs = new.tolist(), token_logprobs.tolist()
+    samples = [Sample(t, int(k), float(lp), kept_ids[row][: int(k)], kept_logprobs[row][: int(k)])
+               for row, (t, k, lp) in enumerate(zip(texts, lengths, totals))]
     return _chunks(samples, n)
 
 
@@ -193,12 +232,3 @@ def sample(
                                                      logit_budget)):
             results[i] = samples
     return [results[i] for i in range(len(prompts))]
-
-
-def sampler(cfg: GenerationSchema) -> Callable[..., list[list[Sample]]]:
-    """The sampling function of ``generation.backend``; vLLM is imported only when chosen."""
-    if cfg.backend == "vllm":
-        from sirt.stages.generation_vllm import sample as vllm_sample
-
-        return vllm_sample
-    return sample

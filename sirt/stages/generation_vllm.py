@@ -8,14 +8,22 @@ before temperature, top-k and top-p, i.e. under the plain model, which is what U
 passed as the token ids of :mod:`sirt.models.tokens`, exactly as the transformers backend encodes them.
 
 Memory: the engine shares the GPU with HF verification and SFT, so it sleeps between calls
-(``enable_sleep_mode``). A call wakes the weights, pushes the model's weights if they changed since
-the last push (once per round: training changes them once), wakes the KV cache, generates and sleeps
-again. Sleep level 1 (weights to CPU, KV cache dropped), not level 2: level 2 also drops the model's
-buffers (rotary cos/sin caches), which ``load_weights`` does not restore and which several releases in
-the extra's range lose (vLLM issues 16564, 29341); level 1 costs one host copy of a model per sleep.
+(``enable_sleep_mode``). A call wakes the weights, pushes the model's weights if the loop changed them
+since the last push (:mod:`sirt.models.version`: every SFT round bumps the number; tensor metadata would
+miss PEFT's merges, which write through ``.data``), wakes the KV cache, generates and sleeps again.
+Sleep level 1 (weights to CPU, KV cache dropped), not level 2: level 2 also drops the model's buffers
+(rotary cos/sin caches), which ``load_weights`` does not restore and which several releases in the
+extra's range lose (vLLM issues 16564, 29341); level 1 costs one host copy of a model per sleep.
 
-One engine per process (the last model architecture asked for): :func:`teardown` deletes it,
-destroys the distributed group vLLM made, empties the CUDA cache and removes its temp dir. Each
+One engine per process (the last model architecture asked for: :func:`architecture`, never the config
+flags training toggles): :func:`teardown` wakes it if it sleeps (vLLM has unmapped a sleeping engine's
+memory, and freeing it then fails in the driver: vLLM issue 36651), deletes it, destroys the distributed
+group vLLM made, empties the CUDA cache and removes its temp dir. ``max_model_len`` is capped at the
+model's positions (vLLM refuses a longer one). Every sample is its own request with its own seed
+(:func:`sirt.plan.seeds.request_seed` of the round's seed, the prompt and the sample's index), so no two
+samples share a seed, a resumed round repeats the original (vLLM's worker reseeds with 0 when it starts),
+and a prompt's samples do not depend on the batch it is in. ``generation.stop`` stops a request in vLLM;
+the response is then cut at the stop as the transformers backend cuts it (one function serves both). Each
 engine rendezvouses on its own free port (:func:`free_port`), never a fixed ``MASTER_PORT``, so two
 processes on one machine (a sweep) do not collide.
 
@@ -39,6 +47,7 @@ from __future__ import annotations
 
 import gc
 import importlib.util
+import json
 import os
 import socket
 import sys
@@ -50,6 +59,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from sirt.config.errors import InputError
 from sirt.config.schema import GenerationSchema
 from sirt.models.tokens import encode_all
+from sirt.models.version import weights_version
+from sirt.plan.seeds import request_seed
+from sirt.stages.generation import response_sample
 from sirt.stages.samples import Sample
 
 MISSING = ("generation.backend=vllm: the package 'vllm' is not installed; install the extra with "
@@ -86,12 +98,23 @@ def free_port(host: str = "127.0.0.1") -> int:
             return port
 
 
-def weights_version(model: PreTrainedModel) -> tuple:
-    """What changes when the model's weights do: each tensor's storage and in-place version counter.
+TOGGLED = {"use_cache", "pad_token_id", "_name_or_path", "transformers_version", "torch_dtype", "dtype",
+           "output_attentions", "output_hidden_states", "return_dict", "_attn_implementation",
+           "_attn_implementation_autoset"}
+"""Config entries that loading, training and generation set or flip (TRL turns ``use_cache`` off and sets
+``pad_token_id``): not the architecture, so never a reason to build the engine again."""
 
-    Cheap (no tensor is read); a merge writes new tensors or writes in place, and either shows here.
-    """
-    return tuple((name, t.data_ptr(), t._version) for name, t in model.state_dict().items())
+
+def architecture(model: PreTrainedModel) -> str:
+    """The engine's key: the model's config without the entries in :data:`TOGGLED`, and its dtype."""
+    entries = {k: v for k, v in model.config.to_dict().items() if k not in TOGGLED}
+    return json.dumps(entries, sort_keys=True, default=str) + str(model.dtype)
+
+
+def max_model_len(model: PreTrainedModel, cfg: GenerationSchema) -> int:
+    """``generation.vllm.max_model_len``, capped at the model's positions (vLLM refuses a longer one)."""
+    positions = getattr(model.config.get_text_config(), "max_position_embeddings", None)
+    return min(cfg.vllm.max_model_len, positions) if positions else cfg.vllm.max_model_len
 
 
 class Engine:
@@ -99,8 +122,9 @@ class Engine:
     its rendezvous port and the environment it set. Nothing touches vllm until :meth:`start`."""
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: GenerationSchema):
-        self.key = model.config.to_json_string()
+        self.key = architecture(model)
         self.cfg = cfg
+        self.max_model_len = max_model_len(model, cfg)
         self.dtype = str(model.dtype).removeprefix("torch.")
         self.spec = tempfile.TemporaryDirectory(prefix="sirt-vllm-")
         model.config.save_pretrained(self.spec.name)
@@ -108,7 +132,7 @@ class Engine:
         self.port = free_port()
         self.llm = None
         self.asleep = False
-        self.pushed: tuple | None = None  # weights_version of the weights the engine holds
+        self.pushed: int | None = None  # weights_version of the weights the engine holds
         self.made_group = False  # whether vLLM initialised torch.distributed (then teardown destroys it)
         self._env: dict[str, str | None] = {}  # what start() changed, put back by close()
 
@@ -134,7 +158,7 @@ class Engine:
             load_format="dummy",
             dtype=self.dtype,
             gpu_memory_utilization=self.cfg.vllm.gpu_memory_utilization,
-            max_model_len=self.cfg.vllm.max_model_len,
+            max_model_len=self.max_model_len,
             distributed_executor_backend="external_launcher",
             logprobs_mode="raw_logprobs",
             enable_sleep_mode=True,
@@ -144,7 +168,8 @@ class Engine:
 
     @torch.no_grad()
     def push(self, model: PreTrainedModel) -> None:
-        """Copy the model's weights into the engine (TRL's colocate path), if they changed since the last push."""
+        """Copy the model's weights into the engine (TRL's colocate path), if the loop changed them since the
+        last push (or this is another model)."""
         version = weights_version(model)
         if version == self.pushed:
             return
@@ -163,7 +188,7 @@ class Engine:
             self.llm.wake_up(tags=["kv_cache"])
             self.asleep = False
         try:
-            return self.llm.generate(prompts, params, use_tqdm=False)
+            return self.llm.generate(prompts, params, use_tqdm=True)
         finally:
             self.llm.sleep(level=SLEEP_LEVEL)
             self.asleep = True
@@ -171,6 +196,9 @@ class Engine:
     def close(self) -> None:
         """Delete the engine, destroy the distributed group vLLM made, empty the CUDA cache, remove the temp dir."""
         if self.llm is not None:
+            if self.asleep:  # a sleeping engine's memory is unmapped: wake it, so freeing it is a plain free
+                self.llm.wake_up()
+                self.asleep = False
             self.llm = None
             gc.collect()
             if "vllm" in sys.modules:  # only an engine that started imported it
@@ -198,8 +226,7 @@ _current: Engine | None = None  # the process's one engine
 def engine(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: GenerationSchema) -> Engine:
     """The process's engine for this model's architecture; another architecture replaces it."""
     global _current
-    key = model.config.to_json_string()
-    if _current is not None and _current.key != key:
+    if _current is not None and _current.key != architecture(model):
         teardown()
     if _current is None:
         new = Engine(model, tokenizer, cfg)
@@ -220,10 +247,12 @@ def teardown() -> None:
         current.close()
 
 
-def to_sample(output) -> Sample:
-    """One vLLM completion as a Sample: the sampled tokens' raw log-probs, EOS included."""
-    logprob = sum(step[token].logprob for token, step in zip(output.token_ids, output.logprobs))
-    return Sample(output.text, len(output.token_ids), float(logprob))
+def to_sample(tokenizer: PreTrainedTokenizerBase, completion, stop: list[str]) -> Sample:
+    """One vLLM completion as a Sample: its tokens (EOS included) and their raw log-probs, cut at a stop
+    string as the transformers backend cuts it."""
+    ids = list(completion.token_ids)
+    logprobs = [step[token].logprob for token, step in zip(ids, completion.logprobs)]
+    return response_sample(tokenizer, ids, logprobs, stop)
 
 
 def sample(
@@ -237,22 +266,30 @@ def sample(
 ) -> list[list[Sample]]:
     """``n`` (default N) responses per prompt with their plain-model log-probs, like the transformers backend.
 
-    ``desc`` is accepted for the common interface; vLLM schedules all prompts at once and shows no bar.
+    ``desc`` is accepted for the common interface; vLLM shows its own progress bar over the requests.
     """
     vllm = import_vllm()
     n = cfg.n_samples if n is None else n
     llm = engine(model, tokenizer, cfg)
     base_seed = torch.initial_seed() % 2**31  # seeded per round by the loop, so a resumed round repeats
-    params = [vllm.SamplingParams(
-        n=n,
-        temperature=0.0 if greedy else cfg.temperature,
-        top_p=1.0 if greedy else cfg.top_p,
-        top_k=0 if greedy else cfg.top_k,  # 0 = no top-k filter
-        max_tokens=cfg.max_new_tokens,
-        logprobs=0,  # the sampled token's log-prob only
-        stop_token_ids=[tokenizer.eos_token_id],
-        seed=(base_seed + i) % 2**31,
-    ) for i in range(len(prompts))]
-    encoded = [vllm.TokensPrompt(prompt_token_ids=ids) for ids in encode_all(tokenizer, prompts)]
-    outputs = llm.generate(model, encoded, params)
-    return [[to_sample(o) for o in out.outputs] for out in outputs]
+
+    def params(prompt: str, j: int):
+        return vllm.SamplingParams(
+            n=1,
+            temperature=0.0 if greedy else cfg.temperature,
+            top_p=1.0 if greedy else cfg.top_p,
+            top_k=0 if greedy else cfg.top_k,  # 0 = no top-k filter
+            max_tokens=cfg.max_new_tokens,
+            logprobs=0,  # the sampled token's log-prob only
+            stop_token_ids=[tokenizer.eos_token_id],
+            stop=list(cfg.stop) or None,
+            include_stop_str_in_output=True,  # the cut is response_sample's, at a token boundary
+            seed=request_seed(base_seed, prompt, j),
+        )
+
+    ids = encode_all(tokenizer, prompts)
+    requests = [(i, j) for i in range(len(prompts)) for j in range(n)]
+    outputs = llm.generate(model, [vllm.TokensPrompt(prompt_token_ids=ids[i]) for i, _ in requests],
+                           [params(prompts[i], j) for i, j in requests])
+    samples = [to_sample(tokenizer, out.outputs[0], list(cfg.stop)) for out in outputs]
+    return [samples[i * n : (i + 1) * n] for i in range(len(prompts))]

@@ -25,6 +25,7 @@ from trl import SFTConfig, SFTTrainer
 
 from sirt.config.schema import LoraSchema, TrainerSchema
 from sirt.models.tokens import training_row
+from sirt.models.version import bump
 
 log = logging.getLogger(__name__)
 MASTER = "sirt_master"  # the attribute of a bf16/fp16 model that holds its MasterWeights
@@ -100,6 +101,7 @@ def trainer(
         **device_settings(dtype, gradient_checkpointing(cfg.gradient_checkpointing, model.num_parameters(),
                                                         torch.cuda.is_available())),
     )
+    one_device(args)
     dataset = Dataset.from_list([training_row(tokenizer, r["prompt"], r["completion"]) for r in rows])
     return SFTTrainer(
         model=model,
@@ -108,6 +110,24 @@ def trainer(
         processing_class=tokenizer,
         peft_config=lora_config(lora) if lora is not None else None,
     )
+
+
+_warned_gpus: set[int] = set()  # GPU counts already reported by one_device (one line per process)
+
+
+def one_device(args: SFTConfig) -> SFTConfig:
+    """One process trains on one device. With several GPUs visible and no distributed launch, the HF Trainer
+    would wrap the model in ``nn.DataParallel`` (n_gpu > 1): a larger effective batch, fewer steps, and
+    another result than the vLLM backend's or a one-GPU run's. sirt trains on the first GPU instead, and
+    says so once; data-parallel rounds are started with ``torchrun``."""
+    if args.n_gpu > 1:
+        if args.n_gpu not in _warned_gpus:
+            _warned_gpus.add(args.n_gpu)
+            log.warning("%d GPUs are visible to this process: SFT runs on one (%s), not through DataParallel; "
+                        "for data-parallel rounds start the run with torchrun --nproc_per_node %d", args.n_gpu,
+                        args.device, args.n_gpu)
+        args._n_gpu = 1  # what the Trainer itself does for a model-parallel model
+    return args
 
 
 def sft(
@@ -137,7 +157,9 @@ def sft(
     if lora is not None:
         if adapter_dir is not None:
             save_adapter(trained, adapter_dir)
-        trained = merge_lora(trained)
+        trained = merge_lora(trained, cfg.master_device)
+    else:
+        bump(trained)  # new weights: a sampler holding a copy (vLLM) pushes them before it samples again
     trained.eval()
     return trained, {"train_loss": float(result.training_loss), "train_steps": int(result.global_step)}
 
@@ -154,7 +176,7 @@ def save_adapter(model: PeftModel, path: Path) -> None:
     model.save_pretrained(path)
 
 
-def merge_lora(model: PeftModel) -> PreTrainedModel:
+def merge_lora(model: PeftModel, master_device: str = "auto") -> PreTrainedModel:
     """The base model with ``model``'s active adapter merged in, and the adapter removed.
 
     fp32 weights merge with PEFT's ``merge_and_unload``, as always. bf16/fp16 weights merge
@@ -163,14 +185,17 @@ def merge_lora(model: PeftModel) -> PreTrainedModel:
     """
     layers = lora_layers(model)
     if all(layer.get_base_layer().weight.dtype == torch.float32 for layer in layers.values()):
-        return model.merge_and_unload()
+        merged = model.merge_and_unload()
+        bump(merged)  # new weights, written through .data: a sampler holding a copy (vLLM) must hear of it
+        return merged
     base = model.get_base_model()
-    master = getattr(base, MASTER, None) or MasterWeights()
+    master = getattr(base, MASTER, None) or MasterWeights(master_device)
     adapter = model.active_adapter
     for name, layer in layers.items():
         master.add(name, layer.get_base_layer().weight, lora_delta(layer, adapter))
     merged = model.unload()
     setattr(merged, MASTER, master)
+    bump(merged)
     return merged
 
 
@@ -199,7 +224,9 @@ class MasterWeights:
     Near a weight of 0.02 the bf16 step is 2^-13 (1.2e-4): an update of 1e-5 (paper 1's lr) merged
     into bf16 rounds away, and round after round stays lost. Here each round's delta is added to
     the weight's fp32 copy and the model gets that copy rounded once, so the bf16 model is always
-    the nearest one to the fp32 sum of all rounds. Costs 4 bytes per trained weight, on its device.
+    the nearest one to the fp32 sum of all rounds. Costs 4 bytes per trained weight: in pinned host
+    memory for a model on a GPU (``trainer.master_device=auto`` or ``cpu``; 27.9 GB for Llama-3-8B's
+    adapted weights, which the GPU then keeps for the KV cache), on the weight's device with ``same``.
 
     The copies live on the model (attribute ``sirt_master``) and end with it: a model loaded
     again (``trainer.restart_from_base``, or a run resumed from a saved checkpoint, which holds
@@ -208,15 +235,27 @@ class MasterWeights:
     copy rounded (changed elsewhere, e.g. fully fine-tuned) also restarts its copy from itself.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, device: str = "auto") -> None:
+        self.device = device  # trainer.master_device: auto | cpu | same
         self.weights: dict[str, torch.Tensor] = {}
+
+    def home(self, weight: torch.Tensor) -> torch.device:
+        """Where the copy of ``weight`` lives: the host for ``cpu`` (and ``auto`` on a GPU), else its device."""
+        host = self.device == "cpu" or (self.device == "auto" and weight.device.type != "cpu")
+        return torch.device("cpu") if host else weight.device
+
+    def fresh(self, weight: torch.Tensor) -> torch.Tensor:
+        """A new fp32 copy of ``weight`` at :meth:`home`, pinned on the host when the weight is on a GPU
+        (a pinned copy moves at full bandwidth)."""
+        master = weight.detach().to(self.home(weight), torch.float32, copy=True)
+        return master.pin_memory() if master.device.type == "cpu" and weight.device.type == "cuda" else master
 
     @torch.no_grad()
     def add(self, name: str, weight: torch.Tensor, delta: torch.Tensor) -> None:
         """Add ``delta`` to the copy of ``weight`` (named ``name``) and write the copy into ``weight``."""
         master = self.weights.get(name)
-        if master is None or not torch.equal(master.to(weight.dtype), weight):
-            master = weight.detach().to(torch.float32, copy=True)
+        if master is None or not torch.equal(master.to(weight.device, weight.dtype), weight):
+            master = self.fresh(weight)
         master += delta.to(master.device)
         weight.data.copy_(master)
         self.weights[name] = master

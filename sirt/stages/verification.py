@@ -1,7 +1,8 @@
 """Self-verification: the model scores its own responses, s in [0, 1], from one forward pass.
 
 Only the last position goes through the LM head (``logits_to_keep=1`` where the model takes it), so
-a batch's logits are batch x vocab whatever the length of the texts.
+a batch's logits are batch x vocab whatever the length of the texts, and no KV cache is built
+(``use_cache=False``: one pass has no next step; the cache of 256 texts of an 8B model would be ~28 GiB).
 
 TF: ``s = P(true) / (P(true) + P(false))`` from the next-token distribution over the two answer
 words. QE: the expected rating under the next-token distribution over the rating tokens,
@@ -92,7 +93,7 @@ class Verifier:
             enc = {k: v.to(model.device) for k, v in self.encode([pairs[i] for i in idx]).items()}
             positions = (enc["attention_mask"].cumsum(-1) - 1).clamp_min(0)
             # left-padded: the last position's logits are the next token's, and the only ones projected
-            last = model(**enc, position_ids=positions, **last_logits_only(model)).logits[:, -1, :]
+            last = model(**enc, position_ids=positions, use_cache=False, **last_logits_only(model)).logits[:, -1, :]
             for i, s in zip(idx, self._from_logits(last).tolist()):
                 scores[i] = s
         return scores
