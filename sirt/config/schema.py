@@ -64,6 +64,7 @@ class ModelSchema:
     chat_template: bool
     chat_template_kwargs: dict[str, Any]
     gguf_file: str | None
+    random_init: bool  # the architecture of name_or_path's config with random weights (no weights read)
     tiny: TinySchema | None  # the organism only; null for a named model
     teach: TeachSchema | None  # the organism only; null for a named model
     lora: LoraSchema

@@ -219,11 +219,19 @@ def memory_estimate(model: PreTrainedModel, config: Config, prompt_len: int, ver
     return out
 
 
+def device_peak(est: dict[str, int], config: Config, cuda: bool) -> int:
+    """The device's share of a round's estimate: the weights and the largest phase, and the fp32 master
+    weights unless they live in host memory (``trainer.master_device`` auto or cpu on a GPU)."""
+    on_host = cuda and config.trainer.master_device != "same"
+    master = 0 if on_host else est.get("master_weights", 0)
+    return est["weights"] + master + max(est[p] for p in ("generation", "verification", "sft"))
+
+
 def check_memory(model: PreTrainedModel, config: Config, prompt_len: int, verify_len: int) -> Check:
     """The estimated peak of a round (the weights and the largest phase; a vLLM engine sleeps outside its
     phase, its KV cache freed) fits the device."""
     est = memory_estimate(model, config, prompt_len, verify_len)
-    peak = est["weights"] + est.get("master_weights", 0) + max(est[p] for p in ("generation", "verification", "sft"))
+    peak = device_peak(est, config, torch.cuda.is_available())
     total, name = device_memory()
     parts = ", ".join(f"{k} {v / GiB:.2f}" for k, v in est.items())
     detail = f"estimated peak {peak / GiB:.2f} GiB of {total / GiB:.1f} GiB ({name}); GiB: {parts}"
@@ -283,8 +291,12 @@ def subject(config: Config, held_out: set[str]) -> tuple[PreTrainedModel, PreTra
             return (*load_model(cfg, config.dataset, held_out), "the taught organism")
         tokenizer = char_tokenizer()
         return tiny_llama(cfg.tiny, len(tokenizer), cfg.teach.seed), tokenizer, "the organism's shapes (untaught)"
-    source = weights.check_available(cfg.name_or_path, cfg.gguf_file)
-    if source.local and checkpoint_bytes(Path(source.path) / (source.gguf_file or "")) <= CHEAP_BYTES:
+    if cfg.random_init:  # random weights: the architecture is all there is to check
+        source = weights.resolve(cfg.name_or_path)
+    else:
+        source = weights.check_available(cfg.name_or_path, cfg.gguf_file)
+    cheap = source.local and checkpoint_bytes(Path(source.path) / (source.gguf_file or "")) <= CHEAP_BYTES
+    if cheap and not cfg.random_init:
         return (*load_model(cfg, config.dataset, held_out), "loaded as a run loads it")
     tokenizer = end_at_turn_end(prepare_tokenizer(AutoTokenizer.from_pretrained(source.path,
                                                                                gguf_file=source.gguf_file)), cfg)

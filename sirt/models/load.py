@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
     GgufConfig,
@@ -41,6 +42,20 @@ def char_tokenizer() -> PreTrainedTokenizerFast:
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + ALPHABET)}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    return prepare_tokenizer(
+        PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+    )
+
+
+def wide_char_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
+    """:func:`char_tokenizer` grown to ``vocab_size`` ids (a real model's vocabulary, e.g. Llama 3's 128,256):
+    the characters keep their ids and every further id is a word ``<k>`` that decodes and encodes again as
+    one token. For random-weight checks at a real model's size (``python -m sirt.gpu_check``)."""
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + ALPHABET)}
+    vocab.update({f"<{k}>": k for k in range(len(vocab), vocab_size)})
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"<\d+>|[\s\S]"), behavior="isolated")
     backend.decoder = decoders.Fuse()
     return prepare_tokenizer(
         PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
@@ -119,6 +134,8 @@ def load_named(cfg: ModelSchema) -> tuple[PreTrainedModel, PreTrainedTokenizerBa
     A chat model's responses end where its template ends an assistant turn, which is not always
     the tokenizer's EOS (Phi-3): see :func:`end_at_turn_end`.
     """
+    if cfg.random_init:
+        return random_model(cfg)
     source = weights.check_available(cfg.name_or_path, cfg.gguf_file)
     try:
         model, tokenizer = load_pretrained(source.path, cfg, source.gguf_file)
@@ -127,6 +144,19 @@ def load_named(cfg: ModelSchema) -> tuple[PreTrainedModel, PreTrainedTokenizerBa
             raise
         raise weights.unavailable(cfg.name_or_path, str(err).splitlines()[0]) from None
     return model, end_at_turn_end(tokenizer, cfg)
+
+
+def random_model(cfg: ModelSchema) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """``model.random_init``: the architecture of ``name_or_path``'s config.json with random weights, made on
+    the device in the run's dtype (an 8B model in seconds, no weights read), and its tokenizer; for timing
+    and memory checks (``python -m sirt.gpu_check``), never for results."""
+    path = weights.resolve(cfg.name_or_path).path
+    config = AutoConfig.from_pretrained(path)
+    kwargs = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
+    with device():
+        model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype(cfg.dtype), **kwargs)
+    model.eval()
+    return model, end_at_turn_end(prepare_tokenizer(AutoTokenizer.from_pretrained(path)), cfg)
 
 
 def end_at_turn_end(tokenizer: PreTrainedTokenizerBase, cfg: ModelSchema) -> PreTrainedTokenizerBase:
