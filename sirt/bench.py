@@ -49,7 +49,8 @@ from sirt.config.errors import ConfigError
 from sirt.config.schema import Config
 from sirt.loop.checks import validated
 from sirt.loop.organism import load_model
-from sirt.loop.round import Stopwatch, one_round, seed_round, train_model
+from sirt.loop.round import Stopwatch, one_round, round_row, seed_round, train_rows
+from sirt.loop.trainer import train_model
 from sirt.models.prompts import solver_prompt, verifier_schema
 from sirt.perf import logprob_pass
 from sirt.perf.flops import (
@@ -227,13 +228,13 @@ def naive_rates(
 
 
 def train_stage(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, run_dir: Path, config: Config,
-                round0: tuple[dict, list[dict]], clock: Stopwatch, held_out: set[str]) -> None:
+                round0: tuple[dict, list[dict]], clock: Stopwatch) -> None:
     """Round 1's training on round 0's picks, by ``sirt.train``'s own code (it reads a run directory)."""
     run = RunDir(run_dir)
-    run.commit_round(0, *round0, {})
+    run.commit_round(0, round_row(0, round0[0], {"ext_used": 0}, 0.0, clock.seconds), round0[1], {})
     with clock("train"):
-        train_model(model, tokenizer, run, config, t=1, ext=[0], teacher=None,
-                    load_base=lambda: load_model(config.model, config.dataset, held_out))
+        rows, _, _ = train_rows(run, config, 1, [0], teacher=None)
+        train_model(model, tokenizer, rows, config, 1, run.adapter_dir(1))
 
 
 def memory_report(model: PreTrainedModel, run_dir: Path, overrides: list[str], config: Config,
@@ -270,7 +271,7 @@ def bench(config: Config, b: BenchSchema, run_dir: Path, overrides: list[str]) -
     naive, agreement = naive_rates(model, tokenizer, verifier, shape, prompts, fast_samples, config, b,
                                    machine["flops_per_s"])
     scaling = scaling_table(model, tokenizer, verifier, prompts, config, b.scaling)
-    train_stage(model, tokenizer, run_dir / "round", config, round0, clock, held_out)  # last: it changes the model
+    train_stage(model, tokenizer, run_dir / "round", config, round0, clock)  # last: it changes the model
     stages = {s: clock.seconds[s] for s in ("generate", "verify", "select", "train", "eval")}
     k = naive["samples"] // config.generation.n_samples
     return {

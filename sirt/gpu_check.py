@@ -2,7 +2,7 @@
 
 A Llama-3.1-8B-architecture model (its published config; random bf16 weights made on the GPU, no
 download: ``model.random_init``) with a tokenizer of its 128,256 ids (:func:`sirt.models.load.wide_char_tokenizer`)
-runs two rounds of the loop (rounds 0, 1, 2) in this process through :func:`sirt.loop.run.run`, at paper 1's
+runs two rounds of the loop (rounds 0, 1, 2) in this process through :func:`sirt.loop.trainer.run`, at paper 1's
 settings on a subset: 64 prompts x N = 16 x 512 new tokens (``generation=paper``, ``trainer=paper``, LoRA r 16 on
 every projection). A random model never ends a response early, so every sample takes all 512 tokens: the
 worst case of a round. It runs once per backend: ``transformers``, and ``vllm`` when vLLM is installed.
@@ -36,6 +36,8 @@ from pathlib import Path
 
 import torch
 from transformers import LlamaConfig
+
+from sirt.stages.backends import BACKENDS
 
 LLAMA_3_1_8B = {  # meta-llama/Llama-3.1-8B's config.json (the architecture; weights are random here)
     "vocab_size": 128256, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
@@ -106,7 +108,7 @@ def run_backend(out: Path, model_dir: Path, backend: str, overrides: list[str]) 
     """Rounds 0..2 on ``backend`` in this process: per-round figures and peak memory in GiB."""
     from sirt.config.compose import compose
     from sirt.loop.checks import validated
-    from sirt.loop.run import run
+    from sirt.loop.trainer import run
 
     config = validated(compose(*settings(model_dir, backend, overrides)))
     run_dir = out / backend
@@ -221,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sirt.gpu_check", description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for the runs (after the check's settings)")
     parser.add_argument("--out", type=Path, default=Path("outputs/gpu_check"), help="where gpu_check.json goes")
-    parser.add_argument("--backends", nargs="+", choices=["transformers", "vllm"],
+    parser.add_argument("--backends", nargs="+", choices=sorted(BACKENDS),
                         help="backends to time (default: transformers, and vllm when installed)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and the memory estimate, run nothing")
     args = parser.parse_args(argv)

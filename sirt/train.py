@@ -34,8 +34,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sirt.config.errors import ConfigError, InputError
-from sirt.loop.checks import validated
-from sirt.loop.run import resume_state, run
+from sirt.loop.checks import resume_state, validated
+from sirt.loop.trainer import run
 from sirt.runs.rundir import RunDir, keep_hydra_files, lock_run_dir, restore_hydra_files
 from sirt.runs.tracker import quiet_third_party, sweep_group
 

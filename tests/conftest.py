@@ -32,7 +32,7 @@ def cache_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def micro_loop(cache_dir):
     """The loop in this process, as sirt.train runs a job: compose ``debug=micro`` plus overrides, validate, then
-    ``sirt.loop.run.run(config, run_dir, job_name)``; returns the metrics rows. Afterwards it puts back what a
+    ``sirt.loop.trainer.run(config, run_dir, job_name)``; returns the metrics rows. Afterwards it puts back what a
     run changes process-wide: torch's thread count, the random generators it seeds, the environment."""
     import random
 
@@ -41,7 +41,7 @@ def micro_loop(cache_dir):
 
     from sirt.config.compose import compose
     from sirt.loop.checks import validated
-    from sirt.loop.run import run
+    from sirt.loop.trainer import run
 
     def loop(run_dir: Path, *overrides: str, job_name: str = "micro") -> list[dict]:
         return run(validated(compose(*MICRO, *overrides)), run_dir, job_name)

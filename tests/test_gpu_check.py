@@ -9,7 +9,7 @@ import pytest
 from sirt import gpu_check
 from sirt.config.compose import compose
 from sirt.loop.checks import validated
-from sirt.loop.run import run
+from sirt.loop.trainer import run
 from tests.conftest import ROOT, sirt_command
 
 SMALL = {**gpu_check.LLAMA_3_1_8B, "vocab_size": 2048, "hidden_size": 64, "intermediate_size": 128,

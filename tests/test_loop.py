@@ -1,5 +1,5 @@
 """The loop end to end on the micro config (``debug=micro``): the run directory contract in this process
-(sirt.loop.run.run on a composed, validated config); the CLI only for what is its own: exit codes, resume
+(sirt.loop.trainer.run on a composed, validated config); the CLI only for what is its own: exit codes, resume
 after SIGKILL, Hydra's files."""
 
 from __future__ import annotations

@@ -179,7 +179,7 @@ def test_the_run_stops_before_sampling_when_a_check_fails(local_llama, tmp_path)
     config = validated(compose("model=hf", f"model.name_or_path={local_llama}", "model.chat_template=true", *GSM8K,
                                "verifier=tf", "verifier.words=[ab,ac]", "logger=none", "fit.enabled=false",
                                "rounds=1"))
-    from sirt.loop.run import run
+    from sirt.loop.trainer import run
 
     with pytest.raises(InputError, match=r"preflight failed \(verifier_tokens\)"):
         run(config, tmp_path / "run", "preflight")

@@ -11,13 +11,13 @@ import torch
 
 from sirt.config.defaults import default
 from sirt.models.load import char_tokenizer
+from sirt.models.verdicts import first_token_ids, qe_scores, tf_scores
 from sirt.stages import training
 from sirt.stages.evaluation import mean_pass_at_k, pass_at_k
 from sirt.stages.samples import Sample
 from sirt.stages.selection import best_of_n, verifier_choice
 from sirt.stages.training import CHECKPOINTING_MIN_PARAMS, gradient_checkpointing
 from sirt.stages.uncertainty import solver_verifier_gap
-from sirt.stages.verification import first_token_ids, qe_scores, tf_scores
 from sirt.tasks.arithmetic import arithmetic_problem, solve_chain
 from sirt.tasks.problem import Problem, extract_answer
 from sirt.tasks.registry import is_correct

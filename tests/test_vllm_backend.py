@@ -123,7 +123,7 @@ def test_vllm_is_imported_only_inside_functions():
     names = [a.name for n in top if isinstance(n, ast.Import) for a in n.names]
     names += [n.module for n in top if isinstance(n, ast.ImportFrom)]
     assert not [m for m in names if m and m.split(".")[0] == "vllm"]
-    code = "import sys, sirt.stages.generation_vllm, sirt.loop.run; print('vllm' in sys.modules)"
+    code = "import sys, sirt.stages.generation_vllm, sirt.loop.trainer; print('vllm' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False"
 

@@ -18,7 +18,6 @@ from sirt.config.errors import ConfigError
 from sirt.config.schema import Config, ModelSchema, TeacherSchema
 
 CHOICES = {  # fields whose values are a fixed set; the group fields below take conf/'s option names
-    "generation.backend": ("transformers", "vllm"),
     "logger.mode": ("offline", "online", "disabled"),
     "keep_models": ("last", "all"),
     "model.dtype": ("auto", "float32", "bfloat16", "float16"),
@@ -90,7 +89,7 @@ def _checks(c: Config) -> None:
     _check(c.logger.stats_interval > 0, "logger.stats_interval", c.logger.stats_interval, "seconds, must be > 0")
     _check(0 < c.generation.vllm.gpu_memory_utilization <= 1, "generation.vllm.gpu_memory_utilization",
            c.generation.vllm.gpu_memory_utilization, "must be in (0, 1]")
-    if c.external.source == "teacher":
+    if c.external.teacher:  # the teacher source's block (empty for the others)
         check_teacher(c.external.teacher)
     _check_base_model_prompts(c)
 

@@ -7,14 +7,20 @@ command that starts work goes through :func:`validated`, so all of them fail the
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+import hashlib
+import json
 
+from omegaconf import DictConfig, OmegaConf
+
+from sirt.config.errors import ConfigError, InputError
 from sirt.config.schema import Config
 from sirt.config.validate import teacher_schema, validate
 from sirt.models.weights import WeightsUnavailable, check_available
 from sirt.plan.curriculum import check_curriculum
 from sirt.plan.schedule import eta_schedule
-from sirt.stages.generation_vllm import require_vllm
+from sirt.runs.rundir import RunDir
+from sirt.stages.backends import BACKENDS, backend
+from sirt.stages.external import SOURCES
 
 
 def check_plan(config: Config) -> None:
@@ -40,8 +46,43 @@ def validated(cfg: DictConfig) -> Config:
     check_plan(config)
     if config.model.name_or_path:  # fail in seconds, before data loading, when the weights cannot be loaded here
         check_available(config.model.name_or_path, config.model.gguf_file)
-    if config.external.source == "teacher":
+    if SOURCES[config.external.source].needs_teacher:
         check_teacher_weights(config.external.teacher)
-    if config.generation.backend == "vllm":  # a missing optional extra is named now, not at round 0's first sample
-        require_vllm()
+    if config.generation.backend not in BACKENDS:
+        raise ConfigError(f"generation.backend={config.generation.backend!r}: one of {', '.join(BACKENDS)}")
+    backend(config.generation).check_available()  # a missing optional extra is named now, not at round 0
     return config
+
+
+def config_hash(config: Config) -> str:
+    """Identity of what a run computes (logging excluded), to refuse resuming a different run."""
+    blob = OmegaConf.to_container(OmegaConf.structured(config))
+    blob.pop("logger")
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def resume_state(run: RunDir, config: Config) -> dict:
+    """The committed state a run goes on from ({} for a new run), once the directory is checked.
+
+    Raises InputError (one message, before any model loads) for a directory this config cannot
+    continue: another config's run, a damaged state.json or metrics.jsonl, or a missing file the
+    next round needs (the newest checkpoint and its picks). A finished run needs neither.
+    """
+    state = run.state()
+    if not state:
+        return {}
+    if state.get("config_hash") != config_hash(config):
+        raise ConfigError(f"{run.root} holds a run with a different config; resume it unchanged or use a new "
+                          "hydra.run.dir")
+    last = state["round"]
+    rounds = [row.get("round") for row in run.metrics()]
+    if rounds != list(range(last + 1)):
+        raise InputError(f"{run.metrics_path} holds rounds {rounds}, but state.json commits rounds 0..{last}; "
+                         "restore the file or start again in a new hydra.run.dir")
+    if last < config.rounds:  # round last+1 starts from round last's checkpoint and trains on its picks
+        picks = range(last + 1) if config.trainer.restart_from_base else [last]
+        for path in [run.model_dir(last), *(run.round_dir(t) / "selections.jsonl" for t in picks)]:
+            if not path.exists():
+                raise InputError(f"{path} is missing: round {last + 1} resumes from it; restore it or start again "
+                                 "in a new hydra.run.dir")
+    return state

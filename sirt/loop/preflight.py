@@ -17,6 +17,7 @@ tokenizer whose verifier words share a first token fails ``verifier_tokens``, it
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import random
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ from sirt.models import weights
 from sirt.models.load import char_tokenizer, end_at_turn_end, prepare_tokenizer, tiny_llama, torch_dtype
 from sirt.models.prompts import bos_text, end_of_turn, solver_prompt, uses_chat, verifier_schema
 from sirt.models.tokens import encode, encode_all, training_row, verification_ids
+from sirt.stages.backends import backend
 from sirt.stages.generation import LOGIT_BUDGET, pass_plan
 from sirt.stages.identity import stage_ids, token_identity
 from sirt.stages.training import gradient_checkpointing
@@ -81,19 +83,13 @@ def check_verifier_tokens(tokenizer: PreTrainedTokenizerBase, config: Config) ->
         built = Verifier(tokenizer, verifier_schema(tokenizer, config))
     except ConfigError as err:
         return result(False, str(err))
-    show = tokenizer.convert_ids_to_tokens
-    if verifier.method == "tf":
-        shared = set(built.true_ids) & set(built.false_ids)
-        if shared:
-            return result(False, f"verifier.words={list(verifier.words)}: the true and false words share the first "
-                                 f"token(s) {show(sorted(shared))}; choose words that start differently")
-        return result(True, f"TF {verifier.words[0]!r} -> {show(built.true_ids)}, "
-                            f"{verifier.words[1]!r} -> {show(built.false_ids)}")
-    ids = built.rating_ids
-    if len(set(ids)) != len(ids):
-        twins = sorted({r for r, i in zip(verifier.ratings, ids) if ids.count(i) > 1})
-        return result(False, f"verifier.ratings: {twins} share first tokens in this tokenizer")
-    return result(True, f"QE {len(ids)} ratings -> {len(set(ids))} distinct first tokens")
+    show, answers, groups = tokenizer.convert_ids_to_tokens, built.method.answers(verifier), built.groups
+    for (a, ga), (b, gb) in itertools.combinations(zip(answers, groups), 2):
+        if shared := sorted(set(ga) & set(gb)):
+            return result(False, f"{built.method.field}: {[a, b]} share the first token(s) {show(shared)}; "
+                                 "choose answers that start differently")
+    found = ", ".join(f"{a!r} -> {show(g)}" for a, g in zip(answers, groups))
+    return result(True, f"{verifier.method.upper()} {found}")
 
 
 def check_special_tokens(tokenizer: PreTrainedTokenizerBase, config: Config, prompt: str, response: str) -> Check:
@@ -146,8 +142,8 @@ def check_max_length(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     need, gen = prompt_len + config.generation.max_new_tokens, config.generation
     limits = {"the model's max positions": max_positions(model, tokenizer),
               "trainer.max_length": config.trainer.max_length}
-    if gen.backend == "vllm":
-        limits["generation.vllm.max_model_len"] = gen.vllm.max_model_len
+    if extra := backend(gen).length_limit(gen):
+        limits[extra[0]] = extra[1]
     over = [f"{name} {limit}" for name, limit in limits.items() if limit is not None and need > limit]
     what = f"longest prompt {prompt_len} + generation.max_new_tokens {gen.max_new_tokens} = {need} tokens"
     if over:
@@ -202,11 +198,9 @@ def memory_estimate(model: PreTrainedModel, config: Config, prompt_len: int, ver
     passed = 2 * prod(pass_plan(model, rows, gen.max_new_tokens, LOGIT_BUDGET)) * vocab * 4
     logits = 3 * kept if kept <= LOGIT_BUDGET else passed
     prefill = (rows // gen.n_samples) * prompt_len * layer_act
-    if gen.backend == "vllm":
-        out["generation"] = int(gen.vllm.gpu_memory_utilization * device_memory()[0])
-    else:
-        kv_cache = rows * (prompt_len + gen.max_new_tokens) * kv_per_token
-        out["generation"] = kv_cache + logits + 2 * rows * vocab * 4 + prefill
+    kv_cache = rows * (prompt_len + gen.max_new_tokens) * kv_per_token
+    pool = backend(gen).pool_bytes(gen, device_memory()[0])  # an engine's own reservation, if it makes one
+    out["generation"] = pool if pool is not None else kv_cache + logits + 2 * rows * vocab * 4 + prefill
     v_tokens = ver.batch_size * verify_len
     out["verification"] = v_tokens * (kv_per_token // layers + layer_act) + 2 * ver.batch_size * vocab * 4
     length = min(tr.max_length, prompt_len + gen.max_new_tokens)

@@ -1,6 +1,6 @@
-"""One round of paper 1's loop: train model_t on round t-1's picks, then measure it and pick round t's data.
+"""One round of paper 1's loop: measure model_t and pick round t's data (the trainer, :mod:`sirt.loop.trainer`,
+trains model_t on round t-1's picks first).
 
-    model    = SFT(model, picks of round t-1 + external items of round t)   (t >= 1)
     samples  = N samples per prompt, with log-probs         -> U_s (mean over the N)
     probe    = a few samples re-scored by the model itself  -> backend_logprob_err (stops the run if too large)
     scores   = the model verifies its own samples (TF or QE)
@@ -17,18 +17,20 @@ from collections import defaultdict
 
 import torch
 
-from sirt.config.schema import Config
+from sirt.config.schema import Config, GenerationSchema
+from sirt.loop.ranks import SOLO, World
 from sirt.models.prompts import solver_prompt
 from sirt.plan.seeds import round_seed
 from sirt.runs.records import MetricsRow, SelectionRecord
 from sirt.runs.rundir import RunDir
-from sirt.stages import agreement, evaluation, training
-from sirt.stages.backends import sampler
+from sirt.stages import agreement, evaluation
+from sirt.stages.backends import backend, sampler
 from sirt.stages.external import training_rows
 from sirt.stages.judging import verifier_quality
+from sirt.stages.samples import Sample
 from sirt.stages.selection import select
 from sirt.stages.uncertainty import solver_verifier_gap
-from sirt.stages.verification import Verifier
+from sirt.stages.verification import Verifier, verification_prompt
 from sirt.tasks.problem import Problem
 from sirt.tasks.registry import is_correct
 
@@ -53,46 +55,75 @@ def seed_round(seed: int, t: int) -> None:
     torch.manual_seed(s)
 
 
+def generate(t: int, model, tokenizer, prompts: list[str], gen: GenerationSchema, world: World, seed: int,
+             n: int | None = None, greedy: bool = False, desc: str = "generate") -> list[list[Sample]]:
+    """The backend's samples of ``prompts``, over the ranks in the fixed chunks the backend asks for (so a
+    prompt's samples depend on (seed, round, its chunk), never on the number of ranks)."""
+    size = backend(gen).chunk_size(gen, len(prompts), world.size, n or gen.n_samples)
+
+    def chunk(part: list[str], c: int) -> list[list[Sample]]:
+        return sampler(gen)(model, tokenizer, part, gen, n=n, greedy=greedy, seed=seed, desc=f"round {t}: {desc}")
+
+    return world.chunked(chunk, prompts, size, key=len)
+
+
+def verify(t: int, model, verifier: Verifier, prompts: list[str], samples: list[list[Sample]],
+           world: World) -> list[list[float]]:
+    """The self-verifier's score of every sample, per prompt; ranks take whole batches of the one-process
+    order (by length), so every batch, and every score, is the one a single process computes."""
+    pairs = [(p, s.text) for p, row in zip(prompts, samples) for s in row]
+    flat = world.chunked(lambda part, c: verifier.score(model, part, desc=f"round {t}: verify"), pairs,
+                         verifier.cfg.batch_size, key=lambda pair: len(verification_prompt(verifier.cfg, *pair)))
+    N = len(samples[0]) if samples else 0
+    return [flat[i * N : (i + 1) * N] for i in range(len(prompts))]
+
+
 def one_round(t: int, model, tokenizer, verifier: Verifier, problems: list[Problem], test: list[Problem],
-              config: Config, clock: Stopwatch) -> tuple[MetricsRow, list[SelectionRecord]]:
-    """Measure model_t on the round's prompts and pick next round's data: (row, selections)."""
-    gen = config.generation
+              config: Config, clock: Stopwatch, world: World = SOLO) -> tuple[dict, list[SelectionRecord]]:
+    """Measure model_t on the round's prompts and pick next round's data: (measurements, selections)."""
+    gen, seed = config.generation, round_seed(config.seed, t, "generate")
     prompts = [solver_prompt(p.question, tokenizer, config) for p in problems]
     with clock("generate"):
-        samples = sampler(gen)(model, tokenizer, prompts, gen, desc=f"round {t}: generate")
+        samples = generate(t, model, tokenizer, prompts, gen, world, seed)
     with clock("probe"):  # the sampler's log-probs against the training model's, before anything reads them
         probe_err = agreement.logprob_err(model, tokenizer, prompts, samples, gen.probe_samples)
         agreement.check(t, probe_err, agreement.tolerance(gen.probe_tolerance, model.dtype), gen.backend)
     with clock("verify"):
-        pairs = [(p, s.text) for p, row in zip(prompts, samples) for s in row]
-        flat = verifier.score(model, pairs, desc=f"round {t}: verify")
-        N = gen.n_samples
-        scores = [flat[i * N : (i + 1) * N] for i in range(len(prompts))]
+        scores = verify(t, model, verifier, prompts, samples, world)
     with clock("select"):
         records = select(prompts, problems, samples, scores, config.verifier.sigma)
-        picks = [r for r in records if r["pick"] is not None]
     with clock("eval"):
-        greedy = sampler(gen)(model, tokenizer, [solver_prompt(p.question, tokenizer, config) for p in test],
-                        gen, n=1, greedy=True, desc=f"round {t}: eval")
+        questions = [solver_prompt(p.question, tokenizer, config) for p in test]
+        greedy = generate(t, model, tokenizer, questions, gen, world, seed, n=1, greedy=True, desc="eval")
         correct = [is_correct(g[0].text, p) for g, p in zip(greedy, test)]
+    return measurements(records, samples, correct, test, gen.pass_k, probe_err), records
+
+
+def measurements(records: list[SelectionRecord], samples: list[list[Sample]], correct: list[bool],
+                 test: list[Problem], pass_k: list[int], probe_err: float) -> dict:
+    """What a round measures of model_t: accuracy, pass@k, U_s, U_v, G, acceptance, the verifier's quality."""
     gap = solver_verifier_gap(samples, [row[r["verifier_choice"]] for row, r in zip(samples, records)])
-    levels = [r["level"] for r in records]
-    row: MetricsRow = {
-        "round": t,
+    levels, picked = [r["level"] for r in records], [r["pick"] is not None for r in records]
+    return {
         "acc": evaluation.accuracy(correct),
         "acc_level": evaluation.level_accuracy(correct, [p.level for p in test]),
-        "acceptance_level": evaluation.level_accuracy([r["pick"] is not None for r in records], levels),
-        "n_selected_level": {str(lv): sum(r["pick"] is not None for r in records if r["level"] == lv)
+        "acceptance_level": evaluation.level_accuracy(picked, levels),
+        "n_selected_level": {str(lv): sum(p for p, lvl in zip(picked, levels) if lvl == lv)
                              for lv in sorted(set(levels))},
-        "pass_at_k": evaluation.mean_pass_at_k([r["correct"] for r in records], gen.pass_k),
+        "pass_at_k": evaluation.mean_pass_at_k([r["correct"] for r in records], pass_k),
         **gap,
-        "acceptance": len(picks) / len(records),
+        "acceptance": sum(picked) / len(records),
         **verifier_quality(records),
-        "n_selected": len(picks),
+        "n_selected": sum(picked),
         "tokens_generated": sum(s.n_tokens for row in samples for s in row),
         "backend_logprob_err": probe_err,
     }
-    return row, records
+
+
+def round_row(t: int, measured: dict, trained: dict, eta: float, seconds: dict[str, float]) -> MetricsRow:
+    """Round t's row of metrics.jsonl, the one place it is put together: what round t measured of model_t,
+    what trained model_t (its share eta_t of the external budget, rows, loss), and the seconds per stage."""
+    return {"round": t, **measured, "eta": eta, **trained, "seconds": dict(seconds)}  # type: ignore[typeddict-item]
 
 
 def round_rows(run: RunDir, config: Config, t: int, n_external: int, teacher) -> tuple[list[dict], int, random.Random]:
@@ -112,23 +143,3 @@ def train_rows(run: RunDir, config: Config, t: int, ext: list[int], teacher) -> 
     if config.trainer.restart_from_base:  # STaR style: every round restarts on everything so far
         rows = [r for s in range(1, t) for r in round_rows(run, config, s, ext[s - 1], teacher)[0]] + rows
     return rows, used, rng
-
-
-def train_model(model, tokenizer, run: RunDir, config: Config, t: int, ext: list[int], load_base, teacher,
-                replay: list[dict[str, str]] = ()):
-    """model_t: SFT on round t-1's picks (+ external items), or from the base on all rounds' rows so far.
-
-    ``ext``: the external items of every round (``ext[t - 1]`` for round t); ``replay``: verdict rows
-    mixed in as a share ``trainer.verifier_replay`` of the round's rows (the organism only; a deviation
-    from paper 1, which trains on the picks alone).
-    """
-    rows, used, rng = train_rows(run, config, t, ext, teacher)
-    if config.trainer.restart_from_base:
-        model, _ = load_base()  # (model, tokenizer): the tokenizer is the run's own
-    share = config.trainer.verifier_replay
-    if share > 0 and rows and replay:
-        rows = rows + rng.sample(list(replay), min(len(replay), round(len(rows) * share / (1 - share))))
-    lora = config.model.lora if config.trainer.lora else None
-    model, stats = training.sft(model, tokenizer, rows, config.trainer, seed=round_seed(config.seed, t, "sft"),
-                                lora=lora, dtype=config.model.dtype, adapter_dir=run.adapter_dir(t))
-    return model, {**stats, "ext_used": used, "n_train_rows": len(rows)}

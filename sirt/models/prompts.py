@@ -24,6 +24,7 @@ from transformers import PreTrainedTokenizerBase
 
 from sirt.config.errors import ConfigError
 from sirt.config.schema import Config, DatasetSchema, ModelSchema, VerifierSchema
+from sirt.models.verdicts import method
 from sirt.tasks.problem import Problem
 from sirt.tasks.registry import is_correct
 
@@ -71,10 +72,7 @@ def solver_prompt(question: str, tokenizer: PreTrainedTokenizerBase, config: Con
 
 def verifier_question(config: Config) -> str:
     """The user turn that asks for a verdict, with the verifier's own answer words filled in."""
-    chat, verifier = config.dataset.chat, config.verifier
-    if verifier.method == "tf":
-        return chat.verify_tf.format(true=verifier.words[0], false=verifier.words[1])
-    return chat.verify_qe.format(low=verifier.ratings[0], high=verifier.ratings[-1])
+    return method(config.verifier).question(config.dataset.chat, config.verifier)
 
 
 def after_response(tokenizer: PreTrainedTokenizerBase, model: ModelSchema, messages: list[dict],
@@ -154,7 +152,7 @@ def judged_examples(config: Config, shots: Sequence[Problem]) -> str:
     rating), another shot's solution with the false word (or the lowest); the order alternates so that
     neither verdict is always the last one the model reads."""
     verifier = config.verifier
-    yes, no = (verifier.words if verifier.method == "tf" else [verifier.ratings[-1], verifier.ratings[0]])
+    yes, no = method(verifier).extremes(verifier)
     parts = []
     for i, shot in enumerate(shots):
         prompt = config.dataset.prompt_template.format(question=shot.question)
@@ -169,9 +167,8 @@ def posed_config(config: Config, tokenizer: PreTrainedTokenizerBase, shots: Sequ
 
     For a model on plain prompts: the worked ``shots`` before ``dataset.prompt_template``, the judged
     shots before ``verifier.template`` (after the BOS, if the tokenizer has one: the judged prompt
-    then brings its own), and ``dataset.stop`` as ``generation.stop`` when that is empty (the
-    transformers backend; vLLM gets none). A chat model's config, and one with no shots and no
-    stop strings (the organism's), come back unchanged.
+    then brings its own), and ``dataset.stop`` as ``generation.stop`` when that is empty. A chat model's
+    config, and one with no shots and no stop strings (the organism's), come back unchanged.
     """
     if uses_chat(tokenizer, config.model):
         return config
@@ -181,7 +178,7 @@ def posed_config(config: Config, tokenizer: PreTrainedTokenizerBase, shots: Sequ
                                       + dataset.prompt_template)
         verifier = dataclasses.replace(verifier, template=_literal(bos_text(tokenizer) + judged_examples(config, shots))
                                        + verifier.template)
-    if not generation.stop and dataset.stop and generation.backend == "transformers":
+    if not generation.stop and dataset.stop:
         generation = dataclasses.replace(generation, stop=list(dataset.stop))
     if (dataset, verifier, generation) == (config.dataset, config.verifier, config.generation):
         return config

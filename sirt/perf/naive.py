@@ -13,6 +13,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from sirt.config.schema import GenerationSchema, VerifierSchema
 from sirt.loop.round import Stopwatch
 from sirt.models.tokens import encode
+from sirt.models.verdicts import method
 from sirt.stages.samples import Sample
 from sirt.stages.verification import verification_prompt
 
@@ -53,15 +54,7 @@ def teacher_forced_logprob(model: PreTrainedModel, prompt: torch.Tensor, respons
 def parse_verdict(text: str, cfg: VerifierSchema) -> float | None:
     """The score a free-text verdict states: TF 1/0 by the first word, QE the leading rating scaled
     to [0, 1]; None when the text states neither (the naive path's parse failures)."""
-    head = text.strip().lower()
-    if cfg.method == "tf":
-        true_word, false_word = (w.lower() for w in cfg.words)
-        return 1.0 if head.startswith(true_word) else 0.0 if head.startswith(false_word) else None
-    ratings = [(r, i) for i, r in enumerate(cfg.ratings) if head.startswith(r.lower())]
-    if not ratings:
-        return None
-    _, index = max(ratings, key=lambda ri: len(ri[0]))  # "10" before "1"
-    return index / (len(cfg.ratings) - 1)
+    return method(cfg).parse(text, cfg)
 
 
 def naive_verdict(

@@ -9,6 +9,7 @@ STREAMS = {  # stream -> multiplier of the run's seed (kept as they were first w
     "prompts": 7919,  # which train questions a round uses (prompts_per_round, curricula)
     "train_rows": 104729,  # which external items and replayed verdicts a round trains on
     "sft": 1,  # the SFT trainer's seed (data order, dropout)
+    "generate": 15485863,  # the round's sampling: per chunk (transformers) or per request (vLLM)
 }
 
 
@@ -23,3 +24,9 @@ def request_seed(base: int, prompt: str, j: int) -> int:
     samples never depend on where it stands in a batch, a shard or a list (31 bits, as vLLM takes them)."""
     digest = hashlib.blake2b(f"{base}\x00{j}\x00{prompt}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") % 2**31
+
+
+def chunk_seed(base: int, prompts: list[str]) -> int:
+    """The seed of one generate call over ``prompts`` in a round seeded with ``base``: a hash of both, so the
+    chunk's samples are the same whichever rank draws it and whatever else the round holds."""
+    return request_seed(base, "\x00".join(prompts), len(prompts))

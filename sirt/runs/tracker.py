@@ -124,6 +124,15 @@ class Tracker:
                 artifact.add_file(str(path), name=str(path.relative_to(run.root)))
         self.run.log_artifact(artifact)
 
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, kind, err, trace) -> bool:
+        """An exception ends the W&B run with its exit code (128 + the signal's number for an interrupt)."""
+        if err is not None:
+            self.finish(exit_code=getattr(err, "exit_code", 1))
+        return False
+
     def finish(self, exit_code: int = 0) -> None:
         """Always called, on failure too: an unfinished run breaks the next job of a multirun."""
         if self.run is not None:

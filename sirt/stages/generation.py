@@ -30,6 +30,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from sirt.config.schema import GenerationSchema
 from sirt.models.load import last_logits_only
 from sirt.models.tokens import encode_all, left_padded
+from sirt.plan.seeds import chunk_seed
 from sirt.stages.samples import Sample
 
 LOGIT_BUDGET = 256 * 2**20  # bytes of fp32 logits one chunk may hold: generate's own up to it, else the pass
@@ -37,6 +38,11 @@ LOGIT_BUDGET = 256 * 2**20  # bytes of fp32 logits one chunk may hold: generate'
 
 def _chunks(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def prompts_per_call(cfg: GenerationSchema, n: int) -> int:
+    """Prompts per ``generate`` call: ``generation.batch_size`` sequences of ``n`` samples each."""
+    return max(1, cfg.batch_size // n)
 
 
 def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str]) -> dict[str, torch.Tensor]:
@@ -220,15 +226,20 @@ def sample(
     greedy: bool = False,
     desc: str = "generate",
     logit_budget: int = LOGIT_BUDGET,
+    seed: int | None = None,
 ) -> list[list[Sample]]:
-    """``n`` (default N) responses per prompt, prompts sorted by length into batches; log-probs from
-    ``generate``'s logits or the teacher-forced pass, by ``logit_budget`` (bytes, see the module)."""
+    """``n`` (default N) responses per prompt, prompts sorted by length into batches of
+    :func:`prompts_per_call`; log-probs from ``generate``'s logits or the teacher-forced pass, by
+    ``logit_budget`` (bytes, see the module). With ``seed``, torch's generator is seeded before every batch
+    from the seed and the batch's prompts (:func:`sirt.plan.seeds.chunk_seed`), so a batch draws the same
+    samples wherever it runs; without, the draws continue torch's global generator."""
     n = cfg.n_samples if n is None else n
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # length bucketing
-    per_batch = max(1, cfg.batch_size // n)
     results: dict[int, list[Sample]] = {}
-    for chunk in tqdm(_chunks(order, per_batch), desc=desc, leave=False):
-        for i, samples in zip(chunk, _generate_chunk(model, tokenizer, [prompts[i] for i in chunk], n, cfg, greedy,
-                                                     logit_budget)):
+    for chunk in tqdm(_chunks(order, prompts_per_call(cfg, n)), desc=desc, leave=False):
+        part = [prompts[i] for i in chunk]
+        if seed is not None:
+            torch.manual_seed(chunk_seed(seed, part))
+        for i, samples in zip(chunk, _generate_chunk(model, tokenizer, part, n, cfg, greedy, logit_budget)):
             results[i] = samples
     return [results[i] for i in range(len(prompts))]

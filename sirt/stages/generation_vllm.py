@@ -263,15 +263,18 @@ def sample(
     n: int | None = None,
     greedy: bool = False,
     desc: str = "generate",
+    seed: int | None = None,
 ) -> list[list[Sample]]:
     """``n`` (default N) responses per prompt with their plain-model log-probs, like the transformers backend.
 
-    ``desc`` is accepted for the common interface; vLLM shows its own progress bar over the requests.
+    Sample j of a prompt is drawn with :func:`sirt.plan.seeds.request_seed` of (``seed``, the prompt, j);
+    without ``seed``, of torch's initial seed (which the loop sets per round). ``desc`` is accepted for the
+    common interface; vLLM shows its own progress bar over the requests.
     """
     vllm = import_vllm()
     n = cfg.n_samples if n is None else n
     llm = engine(model, tokenizer, cfg)
-    base_seed = torch.initial_seed() % 2**31  # seeded per round by the loop, so a resumed round repeats
+    base_seed = (torch.initial_seed() if seed is None else seed) % 2**31
 
     def params(prompt: str, j: int):
         return vllm.SamplingParams(
