@@ -35,6 +35,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from sirt.config.errors import ConfigError, InputError
 from sirt.loop.checks import resume_state, validated
+from sirt.loop.ranks import launched
 from sirt.loop.trainer import run
 from sirt.runs.rundir import RunDir, keep_hydra_files, lock_run_dir, restore_hydra_files
 from sirt.runs.tracker import quiet_third_party, sweep_group
@@ -69,15 +70,16 @@ def main(cfg: DictConfig) -> None:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     run_dir = Path(hydra_cfg.runtime.output_dir)
     _cli["run_dir"], _cli["sweep_dir"] = run_dir, Path(hydra_cfg.sweep.dir) if multirun else None
-    lock = None
+    lock, main_rank = None, int(os.environ.get("RANK", "0")) == 0
     try:
-        lock = lock_run_dir(run_dir)
+        check_ranks(hydra_cfg, multirun)
+        lock = lock_run_dir(run_dir) if main_rank else None  # rank 0 works in the directory; the others read it
         if "experiments" in cfg:  # the form before the studies became a group: it would apply nothing
             raise ConfigError(f"+experiments={cfg.experiments}: the studies are a config group now, "
                               f"use experiment={cfg.experiments}")
         config = validated(cfg)
         resume_state(RunDir(run_dir), config)  # refuses before the run's Hydra files are replaced
-        if hydra_cfg.output_subdir is not None:
+        if hydra_cfg.output_subdir is not None and main_rank:
             keep_hydra_files(run_dir, hydra_cfg.output_subdir, hydra_files(cfg))
         if multirun and config.logger.group is None:  # the W&B runs of one sweep (and its compare run) share a group
             config.logger.group = sweep_group(hydra_cfg.sweep.dir, hydra_cfg.runtime.choices.get("experiment"))
@@ -85,7 +87,7 @@ def main(cfg: DictConfig) -> None:
         job_name = hydra_cfg.job.override_dirname or run_dir.name
         run(config, run_dir, job_name)
     except InputError as err:
-        if hydra_cfg.output_subdir is not None:
+        if hydra_cfg.output_subdir is not None and main_rank:
             restore_hydra_files(run_dir, hydra_cfg.output_subdir)
         if multirun:
             raise
@@ -94,6 +96,20 @@ def main(cfg: DictConfig) -> None:
     finally:
         if lock is not None:
             os.close(lock)
+
+
+def check_ranks(hydra_cfg, multirun: bool) -> None:
+    """Several ranks (torchrun, accelerate launch) work in one run directory, so it must be named: each rank
+    resolves Hydra's default ``${now:...}`` at its own start. A sweep is one job per launch."""
+    if not launched():
+        return
+    size = os.environ.get("WORLD_SIZE")
+    if multirun:
+        raise ConfigError(f"a sweep (-m) under a launcher of {size} ranks: launch one job per sweep point "
+                          "(hydra/launcher=slurm_ranks starts them on SLURM)")
+    if not any(o.startswith("hydra.run.dir=") for o in hydra_cfg.overrides.hydra):
+        raise ConfigError(f"{size} ranks need one run directory: add hydra.run.dir=DIR (every rank resolves the "
+                          "default ${now:...} at its own start)")
 
 
 def cli() -> None:
