@@ -72,6 +72,8 @@ def main(cfg: DictConfig) -> None:
     lock = None
     try:
         lock = lock_run_dir(run_dir)
+        if not multirun and hydra_cfg.sweeper.get("params"):  # a study's sweep would silently shrink to one job
+            raise ConfigError(unswept(hydra_cfg))
         if "experiments" in cfg:  # the form before the studies became a group: it would apply nothing
             raise ConfigError(f"+experiments={cfg.experiments}: the studies are a config group now, "
                               f"use experiment={cfg.experiments}")
@@ -94,6 +96,15 @@ def main(cfg: DictConfig) -> None:
     finally:
         if lock is not None:
             os.close(lock)
+
+
+def unswept(hydra_cfg) -> str:
+    """The refusal of a sweeping config started as one run: what it sweeps and the command with ``-m``."""
+    swept = ", ".join(f"{k}={v}" for k, v in hydra_cfg.sweeper.params.items())
+    study = hydra_cfg.runtime.choices.get("experiment")
+    what = f"experiment={study}" if study not in (None, "null") else "this config"
+    command = " ".join(["python -m sirt.train -m", *map(shlex.quote, sys.argv[1:])])
+    return f"{what} sweeps {swept} (hydra.sweeper.params): add -m to run its jobs: {command}"
 
 
 def cli() -> None:

@@ -76,6 +76,7 @@ def one_round(t: int, model, tokenizer, verifier: Verifier, problems: list[Probl
     row: MetricsRow = {
         "round": t,
         "acc": evaluation.accuracy(correct),
+        **evaluation.harness_accuracy([g[0].text for g in greedy], test),  # acc_strict, acc_flexible
         "acc_level": evaluation.level_accuracy(correct, [p.level for p in test]),
         "acceptance_level": evaluation.level_accuracy([r["pick"] is not None for r in records], levels),
         "n_selected_level": {str(lv): sum(r["pick"] is not None for r in records if r["level"] == lv)
