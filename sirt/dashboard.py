@@ -22,9 +22,10 @@ plot, and the verdict of Proposition 5.1 (written out from ``DIR/compare.json`` 
 Both are saved with the ``wandb-workspaces`` package (``pip install -e '.[dashboard]'``), which needs
 W&B online and an API key; the entity defaults to the logged-in user's (W&B's API). ``--dry-run`` —
 automatic when ``WANDB_MODE`` is offline or disabled, when no API key is set, or when the package is
-missing — writes the same layout to ``dashboard.json`` in the current directory instead: ``{"sections": [{"name", "panels": [{"title", "metrics", "x", "group_by",
-"kind"}]}]}``, and with ``--report`` the report to ``report.json``: ``{"title", "group", "arm_by", "blocks":
-[{"kind": "markdown", "text"} | {"kind": "panels", "name", "runset": {"job_type", "group_by"}, "panels"}]}``.
+missing — writes the same layout to ``dashboard.json`` in the current directory instead:
+``{"sections": [{"name", "panels": [{"title", "metrics", "x", "group_by", "kind"}]}]}``, and with
+``--report`` the report to ``report.json``: ``{"title", "group", "arm_by", "blocks": [{"kind": "markdown",
+"text"} | {"kind": "panels", "name", "runset": {"job_type", "group_by"}, "panels"}]}``.
 """
 
 from __future__ import annotations
