@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sirt.runs.files import write_atomic
 from sirt.runs.rundir import finished_job
-from sirt.runs.tracker import sweep_group
+from sirt.runs.tracker import group_of, job_order
 
 
 def job_summary(job_dir: Path) -> dict[str, Any] | None:
@@ -174,11 +174,6 @@ def plot(jobs: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def job_order(job_dir: Path) -> tuple[bool, int, str]:
-    """Hydra's job numbers in numeric order (0, 1, ..., 10), other folders after them."""
-    return not job_dir.name.isdigit(), len(job_dir.name), job_dir.name
-
-
 def compare(sweep_dir: Path, tolerance: float = 0.03) -> dict[str, Any]:
     jobs = [s for d in sorted(filter(Path.is_dir, sweep_dir.iterdir()), key=job_order) if (s := job_summary(d))]
     if not jobs:
@@ -190,29 +185,6 @@ def compare(sweep_dir: Path, tolerance: float = 0.03) -> dict[str, Any]:
     plot(jobs, sweep_dir / "compare.png")
     print(table)
     return summary
-
-
-def group_of(sweep_dir: Path) -> str:
-    """The W&B group the sweep's jobs logged to: their ``logger.group`` if one was set, else the name
-    :func:`sirt.runs.tracker.sweep_group` made from the sweep dir and the experiment (``experiment=NAME``, or
-    ``+experiments=NAME`` in a sweep run before experiments became the ``conf/experiment`` group)."""
-    experiment = None
-    for job in sorted(filter(Path.is_dir, sweep_dir.iterdir()), key=job_order):
-        hydra_dir = job / ".hydra"
-        if not (hydra_dir / "config.yaml").exists():
-            continue
-        group = OmegaConf.select(OmegaConf.load(hydra_dir / "config.yaml"), "logger.group", default=None)
-        if group:
-            return str(group)
-        if (hydra_dir / "hydra.yaml").exists():
-            choices = OmegaConf.select(OmegaConf.load(hydra_dir / "hydra.yaml"), "hydra.runtime.choices") or {}
-            experiment = choices.get("experiment") or choices.get("experiments")
-        elif (hydra_dir / "overrides.yaml").exists():
-            overrides = OmegaConf.to_container(OmegaConf.load(hydra_dir / "overrides.yaml"))
-            experiment = next((o.split("=", 1)[1] for o in overrides
-                               if o.startswith(("experiment=", "+experiment=", "+experiments="))), None)
-        break
-    return sweep_group(sweep_dir, experiment)
 
 
 def log_to_wandb(sweep_dir: Path, project: str = "sirt", entity: str | None = None, group: str | None = None,

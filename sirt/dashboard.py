@@ -40,6 +40,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from sirt.config.defaults import default
+from sirt.runs.tracker import group_of
 
 FIT_PARAMETERS = ["fit/alpha_p", "fit/beta_p", "fit/delta"]
 FIT_LIMITS = ["fit/U_s_inf", "fit/U_v_inf", "fit/G_inf"]
@@ -212,8 +213,6 @@ def report_for(args: argparse.Namespace) -> dict[str, Any]:
         refuse(f"--sweep {sweep} is not a directory")
     if args.group is None and sweep is None:
         refuse("--report needs the sweep's W&B group: --group G, or --sweep DIR to read it from the sweep")
-    from sirt.compare import group_of
-
     group = args.group or group_of(sweep)
     compared = json.loads((sweep / "compare.json").read_text()) if sweep and (sweep / "compare.json").exists() else None
     table = (sweep / "compare.md").read_text() if sweep and (sweep / "compare.md").exists() else None

@@ -153,6 +153,34 @@ def sweep_group(sweep_dir: str | Path, experiment: str | None = None) -> str:
     return f"{experiment}_{name}" if experiment else name
 
 
+def job_order(job_dir: Path) -> tuple[bool, int, str]:
+    """Hydra's job numbers in numeric order (0, 1, ..., 10), other folders after them."""
+    return not job_dir.name.isdigit(), len(job_dir.name), job_dir.name
+
+
+def group_of(sweep_dir: Path) -> str:
+    """The W&B group the sweep's jobs logged to: their ``logger.group`` if one was set, else the name
+    :func:`sweep_group` made from the sweep dir and the experiment (``experiment=NAME``, or
+    ``+experiments=NAME`` in a sweep run before experiments became the ``conf/experiment`` group)."""
+    experiment = None
+    for job in sorted(filter(Path.is_dir, sweep_dir.iterdir()), key=job_order):
+        hydra_dir = job / ".hydra"
+        if not (hydra_dir / "config.yaml").exists():
+            continue
+        group = OmegaConf.select(OmegaConf.load(hydra_dir / "config.yaml"), "logger.group", default=None)
+        if group:
+            return str(group)
+        if (hydra_dir / "hydra.yaml").exists():
+            choices = OmegaConf.select(OmegaConf.load(hydra_dir / "hydra.yaml"), "hydra.runtime.choices") or {}
+            experiment = choices.get("experiment") or choices.get("experiments")
+        elif (hydra_dir / "overrides.yaml").exists():
+            overrides = OmegaConf.to_container(OmegaConf.load(hydra_dir / "overrides.yaml"))
+            experiment = next((o.split("=", 1)[1] for o in overrides
+                               if o.startswith(("experiment=", "+experiment=", "+experiments="))), None)
+        break
+    return sweep_group(sweep_dir, experiment)
+
+
 def quiet_third_party() -> None:
     """Keep the console to sirt's own progress bars: no per-map bars from datasets, no
     weight-loading bars or advisory warnings from transformers."""
