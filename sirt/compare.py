@@ -187,6 +187,23 @@ def compare(sweep_dir: Path, tolerance: float = 0.03) -> dict[str, Any]:
     return summary
 
 
+def run_data_artifacts(sweep_dir: Path) -> list[str]:
+    """The ``run-data-<id>`` artifacts the sweep's jobs logged (their ``wandb_id``), in job order."""
+    ids = [(job / "wandb_id").read_text().strip() for job in sorted(filter(Path.is_dir, sweep_dir.iterdir()),
+                                                                      key=job_order) if (job / "wandb_id").is_file()]
+    return [f"run-data-{i}" for i in ids if i]
+
+
+def use_artifact(run, name: str) -> None:
+    """Declare a job's run-data as this run's input; a job that never logged it (it failed) is skipped."""
+    import wandb
+
+    try:
+        run.use_artifact(f"{name}:latest", type="run-data")
+    except (wandb.errors.CommError, ValueError) as err:
+        print(f"sirt.compare: W&B has no {name} to declare as an input ({err})", file=sys.stderr)
+
+
 def log_to_wandb(sweep_dir: Path, project: str = "sirt", entity: str | None = None, group: str | None = None,
                  mode: str = "offline") -> str:
     """The compare.json and compare.png of a sweep as a W&B run (job_type ``compare``) in its group: the
@@ -196,10 +213,15 @@ def log_to_wandb(sweep_dir: Path, project: str = "sirt", entity: str | None = No
     report = json.loads((sweep_dir / "compare.json").read_text())
     jobs, summary = report["jobs"], report["summary"]
     group = group or group_of(sweep_dir)
+    inputs = run_data_artifacts(sweep_dir)
     run = wandb.init(project=project, entity=entity, group=group, job_type="compare", name=f"compare {group}",
-                     dir=str(sweep_dir), mode=mode, config={"sweep_dir": str(sweep_dir.resolve())},
+                     dir=str(sweep_dir), mode=mode, config={"sweep_dir": str(sweep_dir.resolve()), "run_data": inputs},
+                     tags=sorted({f"schedule:{j['schedule']}" for j in jobs}),
                      settings=wandb.Settings(silent=True, x_disable_stats=True))
     try:
+        if mode == "online":  # W&B's lineage: the jobs' run-data feed this run (offline W&B cannot record it)
+            for name in inputs:
+                use_artifact(run, name)
         job_columns = ["job", "arm", "schedule", "seed", "source", "budget", "rounds", "ext_used", "acc_initial",
                        "acc_final", "U_s_final", "U_s_inf", "fit_status"]
         arm_columns = ["arm", "schedule", "source", "budget", "n_seeds", "acc_initial", "acc_initial_se",

@@ -225,6 +225,7 @@ class LoggerSchema:
     table_rows: int
     system_stats: bool
     stats_interval: float
+    log_adapters: bool
 
 
 @dataclass

@@ -148,7 +148,9 @@ def wrap_up(run: RunDir, config: Config, tracker: Tracker, job_name: str) -> lis
     """The end of a run, or all a rerun of a finished run does: the levels plot, the fit, the tracker
     (with the run's files as an artifact)."""
     try:
-        plot_levels(run.metrics(), run.root / "plots" / "levels.png", job_name)
+        levels = plot_levels(run.metrics(), run.root / "plots" / "levels.png", job_name)
+        if levels is not None:
+            tracker.summarize({}, [levels])  # plots/levels in the W&B summary, beside the fit's plots
         fit_callback(run.root, config, tracker)
         tracker.log_run_data(run)
     except BaseException as err:

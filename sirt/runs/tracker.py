@@ -58,6 +58,8 @@ class Tracker:
             entity=cfg.entity,
             group=cfg.group,
             name=name,
+            job_type="train",
+            tags=run_tags(config),
             mode=cfg.mode,
             dir=str(run_dir),
             id=run_id,
@@ -99,6 +101,18 @@ class Tracker:
             table.add_data(row["round"], s["question"], s["samples"][j], s["scores"][j], s["correct"][j],
                            s["pick"] is not None)
         self.run.log({**flatten(row), "selections": table})
+        self.log_adapter(row["round"])
+
+    def log_adapter(self, t: int) -> None:
+        """Round t's LoRA adapter (``rounds/<t>/adapter``) as a version of the ``model`` artifact
+        ``adapter-<id>``, alias ``round-<t>``; only with ``logger.log_adapters`` (an 8B model's is ~100 MB)."""
+        path = RunDir(self.root).adapter_dir(t)
+        if self.run is None or self.cfg.mode == "disabled" or not self.cfg.log_adapters or not path.is_dir():
+            return
+        artifact = self.wandb.Artifact(f"adapter-{self.run.id}", type="model", metadata={"round": t},
+                                       description=f"sirt: the LoRA adapter (PEFT) that trained round {t}")
+        artifact.add_dir(str(path))
+        self.run.log_artifact(artifact, aliases=[f"round-{t}"])
 
     def summarize(self, summary: dict[str, Any], images: list[Path] = ()) -> None:
         """Summary values, and images in the summary (``plots/<name>``): history holds rounds only."""
@@ -129,6 +143,16 @@ class Tracker:
         if self.run is not None:
             self.run.finish(exit_code=exit_code)
             self.run = None
+
+
+def run_tags(config: Config) -> list[str]:
+    """A run's W&B tags: what tells runs apart at a glance (model, dataset, schedule, verifier)."""
+    model = config.model.name
+    if model == "hf" and config.model.name_or_path:  # any hub model: its own name
+        model = Path(config.model.name_or_path).name
+    tags = {"model": model, "dataset": config.dataset.name, "schedule": config.schedule.name,
+            "verifier": config.verifier.method}
+    return [f"{key}:{value}"[:64] for key, value in tags.items()]  # W&B's limit: 64 characters a tag
 
 
 def flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
