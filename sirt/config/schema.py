@@ -192,8 +192,6 @@ class TeacherSchema:
     concurrency: int
     timeout: float
     retries: int
-    backoff: float
-    max_wait: float
 
 
 @dataclass
