@@ -95,7 +95,7 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
     finally:
         if lock is not None:
-            os.close(lock)
+            lock.release()
 
 
 def unswept(hydra_cfg) -> str:
