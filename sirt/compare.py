@@ -26,7 +26,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from omegaconf import DictConfig, OmegaConf
 
-from sirt.runs.files import write_atomic
+from sirt.runs.files import markdown_table, write_atomic
 from sirt.runs.rundir import finished_job
 from sirt.runs.tracker import group_of, job_order
 
@@ -124,16 +124,15 @@ def markdown(jobs: list[dict[str, Any]], summary: dict[str, Any]) -> str:
 
     cols = ["job", "schedule", "seed", "source", "budget", "ext_used", "acc_initial", "acc_final", "U_s_final",
             "U_s_inf"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(j[c]) for c in cols) + " |" for j in jobs]
+    lines = markdown_table(cols, ([j[c] for c in cols] for j in jobs), fmt)
     flagged = sum(j["U_s_inf"] is None for j in jobs)
     if flagged:
         lines += ["", f"U_s_inf is shown only where the joint fit is consistent with the theory; {flagged} of "
                       f"{len(jobs)} jobs' fits are not (their reason: `fit_status` in compare.json)."]
-    lines += ["", "Per arm, mean ± standard error over seeds:", "",
-              "| arm | schedule | budget | seeds | acc_initial | acc_final | U_s_final |", "|" + "---|" * 7]
-    lines += [f"| {a['arm']} | {a['schedule']} | {a['budget']} | {a['n_seeds']} | {mean_se(a, 'acc_initial')} | "
-              f"{mean_se(a, 'acc_final')} | {mean_se(a, 'U_s_final')} |" for a in summary["arms"]]
+    lines += ["", "Per arm, mean ± standard error over seeds:", ""]
+    lines += markdown_table(["arm", "schedule", "budget", "seeds", "acc_initial", "acc_final", "U_s_final"],
+                            ([a["arm"], a["schedule"], a["budget"], a["n_seeds"], mean_se(a, "acc_initial"),
+                              mean_se(a, "acc_final"), mean_se(a, "U_s_final")] for a in summary["arms"]), fmt)
     lines.append("")
     if summary["status"] == "ok":
         lines.append(f"Spread of mean final accuracy across external schedules: "

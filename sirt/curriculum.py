@@ -13,7 +13,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from sirt.plan.curriculum import plot_levels
-from sirt.runs.files import read_jsonl
+from sirt.runs.files import markdown_table, read_jsonl
 
 
 def summarize_sweep(sweep_dir: Path) -> str:
@@ -33,11 +33,11 @@ def summarize_sweep(sweep_dir: Path) -> str:
                 accepted[level] += k
         per_level = " ".join(f"L{lv}={acc:.3f}" for lv, acc in final.get("acc_level", {}).items())
         data = " ".join(f"L{lv}={k}" for lv, k in sorted(accepted.items(), key=lambda kv: int(kv[0])))
-        lines.append(f"| {job.name} | {cfg.dataset.name} | {cfg.curriculum.name} | {rows[0]['acc']:.3f} | "
-                     f"{final['acc']:.3f} | {per_level} | {data} |")
-    header = ("| job | dataset | curriculum | acc round 0 | acc final | final acc per level | "
-              "accepted samples per level |\n|---|---|---|---|---|---|---|")
-    return "\n".join([header, *lines])
+        lines.append([job.name, cfg.dataset.name, cfg.curriculum.name, f"{rows[0]['acc']:.3f}", f"{final['acc']:.3f}",
+                      per_level, data])
+    columns = ["job", "dataset", "curriculum", "acc round 0", "acc final", "final acc per level",
+               "accepted samples per level"]
+    return "\n".join(markdown_table(columns, lines))
 
 
 def main(argv: list[str] | None = None) -> None:
