@@ -233,3 +233,17 @@ def test_standard_errors_weight_the_fits(tmp_path: Path) -> None:
     fit = read_fit(tmp_path / "run")
     assert fit["joint"]["weighted"] and fit["curves"]["U_s"]["weighted"]
     assert fit["joint"]["rate"] == pytest.approx(weighted.values["rate"])
+
+
+def test_a_run_with_three_k_or_more_gets_its_pass_at_k_plot(tmp_path: Path) -> None:
+    """The Pass@K ablation's figure: pass@K against K per round, drawn by the fit (so sirt.fit redraws it)."""
+    t = np.arange(6)
+    U_s, U_v = 1.0 + np.exp(-0.4 * t), 0.8 + 0.9 * np.exp(-0.4 * t)
+    ks = [1, 2, 4, 8, 16, 32, 64]
+    passk = [{str(k): min(1.0, (0.2 + 0.05 * ti) * k ** (0.5 - 0.05 * ti)) for k in ks} for ti in t]
+    report = fit_run(write_run(tmp_path / "ablation", rows_of(t, U_s, U_v, pass_at_k=passk)), forecast_k=4)
+    assert "plots/pass_at_k.png" in report["plots"]["files"]
+    assert (tmp_path / "ablation" / "plots" / "pass_at_k.png").stat().st_size > 10_000
+    two = [{"1": 0.2, "4": 0.5}] * len(t)  # two K: nothing to draw a curve of
+    report = fit_run(write_run(tmp_path / "two", rows_of(t, U_s, U_v, pass_at_k=two)), forecast_k=4)
+    assert not any("pass_at_k" in name for name in report["plots"]["files"])

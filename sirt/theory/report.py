@@ -157,6 +157,8 @@ def fit_run(run_dir: str | Path, forecast_k: int = 5, make_plots: bool = True) -
     if make_plots:
         try:
             files = plotting.plot_run(fits, run_dir / "plots", title=run_dir.name)
+            files += [p for p in [plotting.plot_pass_at_k(rows, run_dir / "plots" / "pass_at_k.png", run_dir.name)]
+                      if p is not None]  # the Pass@K ablation's view, for a run that measured three K or more
             report["plots"] = {"status": "ok", "files": [str(p.relative_to(run_dir)) for p in files]}
         except Exception as exc:  # a broken plot must not lose the fit
             log.exception("plotting failed")
