@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: setup test test-fast train smollm2 sweep gpu-check lint clean
+.PHONY: setup test test-fast train smollm2 sweep figure gpu-check lint clean
 
 setup:  ## create .venv; torch first (the CPU wheel on local disk), then sirt and its dev tools
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,10 @@ smollm2:  ## the optional real small model (SmolLM2-135M-Instruct as a GGUF from
 sweep:  ## paper 1's cross-improvement sweep on the embedded default, then the comparison
 	$(BIN)/python -m sirt.train -m experiment=cross_improvement_tiny hydra.sweep.dir=multirun/cross_improvement
 	$(BIN)/python -m sirt.compare multirun/cross_improvement
+
+figure:  ## the README's figure from a run directory: make figure RUN=outputs/<date>/<time> [TITLE="default run"]
+	$(if $(RUN),,$(error make figure needs RUN=<a run directory>, e.g. the default run's outputs/<date>/<time>))
+	$(BIN)/python -m sirt.fit $(RUN) --figure docs/figures/trajectory.png --title "$(or $(TITLE),$(notdir $(RUN)))"
 
 gpu-check:  ## on a CUDA machine: 2 bf16 rounds of the organism, tokens/s, peak memory, bf16 merge precision
 	$(BIN)/python -m sirt.gpu_check $(ARGS)

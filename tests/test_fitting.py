@@ -247,3 +247,19 @@ def test_a_run_with_three_k_or_more_gets_its_pass_at_k_plot(tmp_path: Path) -> N
     two = [{"1": 0.2, "4": 0.5}] * len(t)  # two K: nothing to draw a curve of
     report = fit_run(write_run(tmp_path / "two", rows_of(t, U_s, U_v, pass_at_k=two)), forecast_k=4)
     assert not any("pass_at_k" in name for name in report["plots"]["files"])
+
+
+def test_sirt_fit_figure_copies_the_trajectory_plot(tmp_path: Path, capsys) -> None:
+    """``make figure RUN=...`` (``sirt.fit RUN --figure PATH``): the README figure is the run's fitted trajectories."""
+    from sirt import fit
+
+    t = np.arange(8)
+    U_s, U_v = 1.0 + np.exp(-0.4 * t), 0.8 + 0.9 * np.exp(-0.4 * t)
+    run = write_run(tmp_path / "run", rows_of(t, U_s, U_v, acc=list(0.3 + 0.2 * (1 - np.exp(-0.4 * t)))))
+    figure = tmp_path / "docs" / "figures" / "trajectory.png"
+    assert fit.main([str(run), "--figure", str(figure), "--title", "default run", "--no-plots"]) == 0
+    assert figure.read_bytes() == (run / "plots" / "trajectories.png").read_bytes()
+    assert figure.stat().st_size > 10_000
+    bare = write_run(tmp_path / "bare", [{"round": int(ti), "n_selected": 3} for ti in t])  # no curve to draw
+    assert fit.main([str(bare), "--figure", str(tmp_path / "none.png")]) == 2
+    assert "no trajectory plot" in capsys.readouterr().err and not (tmp_path / "none.png").exists()
