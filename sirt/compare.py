@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sirt.runs.files import markdown_table, write_atomic
 from sirt.runs.rundir import finished_job
-from sirt.runs.tracker import group_of, job_order
+from sirt.runs.tracker import command_run, group_of, job_order
 
 
 def job_summary(job_dir: Path) -> dict[str, Any] | None:
@@ -213,10 +213,9 @@ def log_to_wandb(sweep_dir: Path, project: str = "sirt", entity: str | None = No
     jobs, summary = report["jobs"], report["summary"]
     group = group or group_of(sweep_dir)
     inputs = run_data_artifacts(sweep_dir)
-    run = wandb.init(project=project, entity=entity, group=group, job_type="compare", name=f"compare {group}",
-                     dir=str(sweep_dir), mode=mode, config={"sweep_dir": str(sweep_dir.resolve()), "run_data": inputs},
-                     tags=sorted({f"schedule:{j['schedule']}" for j in jobs}),
-                     settings=wandb.Settings(silent=True, x_disable_stats=True))
+    run = command_run("compare", sweep_dir, f"compare {group}", project=project, entity=entity, group=group,
+                      mode=mode, config={"sweep_dir": str(sweep_dir.resolve()), "run_data": inputs},
+                      tags=sorted({f"schedule:{j['schedule']}" for j in jobs}))
     try:
         if mode == "online":  # W&B's lineage: the jobs' run-data feed this run (offline W&B cannot record it)
             for name in inputs:

@@ -21,11 +21,15 @@ from omegaconf import OmegaConf
 
 from sirt.plan.curriculum import plot_levels
 from sirt.runs.files import markdown_table, read_jsonl
+from sirt.runs.tracker import command_run, group_of
+
+COLUMNS = ["job", "dataset", "curriculum", "acc round 0", "acc final", "final acc per level",
+           "accepted samples per level"]
 
 
-def summarize_sweep(sweep_dir: Path) -> str:
-    """Markdown: curriculum, final accuracy overall and per level, accepted samples per level, of each job;
-    draws every job's ``plots/levels.png`` on the way."""
+def sweep_rows(sweep_dir: Path) -> list[list[str]]:
+    """One row of :data:`COLUMNS` per job: curriculum, accuracy at round 0 and at the end, final accuracy and
+    accepted samples per level; draws every job's ``plots/levels.png`` on the way."""
     lines = []
     for job in sorted(p.parent for p in sweep_dir.glob("*/metrics.jsonl")):
         rows = read_jsonl(job / "metrics.jsonl")
@@ -34,17 +38,39 @@ def summarize_sweep(sweep_dir: Path) -> str:
         cfg = OmegaConf.load(job / ".hydra" / "config.yaml")
         plot_levels(rows, job / "plots" / "levels.png", f"{cfg.dataset.name}, {cfg.curriculum.name}")
         final = rows[-1]
-        accepted = defaultdict(int)
-        for row in rows[:-1]:  # the last round's picks train nothing
-            for level, k in row.get("n_selected_level", {}).items():
-                accepted[level] += k
         per_level = " ".join(f"L{lv}={acc:.3f}" for lv, acc in final.get("acc_level", {}).items())
-        data = " ".join(f"L{lv}={k}" for lv, k in sorted(accepted.items(), key=lambda kv: int(kv[0])))
+        data = " ".join(f"L{lv}={k}" for lv, k in sorted(accepted(rows).items(), key=lambda kv: int(kv[0])))
         lines.append([job.name, cfg.dataset.name, cfg.curriculum.name, f"{rows[0]['acc']:.3f}", f"{final['acc']:.3f}",
                       per_level, data])
-    columns = ["job", "dataset", "curriculum", "acc round 0", "acc final", "final acc per level",
-               "accepted samples per level"]
-    return "\n".join(markdown_table(columns, lines))
+    return lines
+
+
+def summarize_sweep(sweep_dir: Path) -> str:
+    """Markdown: curriculum, final accuracy overall and per level, accepted samples per level, of each job;
+    draws every job's ``plots/levels.png`` on the way."""
+    return "\n".join(markdown_table(COLUMNS, sweep_rows(sweep_dir)))
+
+
+def log_to_wandb(sweep_dir: Path, rows: list[list[str]], figure: Path | None, project: str = "sirt",
+                 entity: str | None = None, group: str | None = None, mode: str = "offline") -> str:
+    """The sweep's table (``curriculum/jobs``) and figure (``curriculum/plot``) as a W&B run of job_type
+    ``curriculum`` in the sweep's group, beside the jobs' runs; returns its id."""
+    import wandb
+
+    group = group or group_of(sweep_dir)
+    run = command_run("curriculum", sweep_dir, f"curriculum {group}", project=project, entity=entity, group=group,
+                      mode=mode, config={"sweep_dir": str(sweep_dir.resolve())},
+                      tags=sorted({f"curriculum:{row[2]}" for row in rows}))
+    try:
+        logged = {"curriculum/jobs": wandb.Table(columns=COLUMNS, data=rows)}
+        if figure is not None:
+            logged["curriculum/plot"] = wandb.Image(str(figure))
+        run.log(logged)
+    except BaseException:
+        run.finish(exit_code=1)
+        raise
+    run.finish()
+    return run.id
 
 
 def by_curriculum(sweep_dir: Path) -> dict[str, list[list[dict[str, Any]]]]:
@@ -104,11 +130,20 @@ def plot_curricula(groups: dict[str, list[list[dict[str, Any]]]], path: Path, ti
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sirt.curriculum", description=summarize_sweep.__doc__)
     parser.add_argument("sweep_dir", type=Path, help="a multirun directory (its jobs hold metrics.jsonl)")
-    sweep_dir = parser.parse_args(argv).sweep_dir
-    print(summarize_sweep(sweep_dir))
-    figure = plot_curricula(by_curriculum(sweep_dir), sweep_dir / "curricula.png", sweep_dir.name)
+    parser.add_argument("--no-wandb", action="store_true", help="do not log the table and figure to W&B")
+    parser.add_argument("--project", default="sirt", help="W&B project (default: sirt)")
+    parser.add_argument("--entity", default=None, help="W&B entity (default: yours)")
+    parser.add_argument("--group", default=None, help="W&B group (default: the one the sweep's jobs logged to)")
+    parser.add_argument("--mode", default="offline", choices=["offline", "online"], help="W&B mode (default: offline)")
+    args = parser.parse_args(argv)
+    rows = sweep_rows(args.sweep_dir)
+    print("\n".join(markdown_table(COLUMNS, rows)))
+    figure = plot_curricula(by_curriculum(args.sweep_dir), args.sweep_dir / "curricula.png", args.sweep_dir.name)
     if figure is not None:
         print(f"\ncurricula compared: {figure}")
+    if rows and not args.no_wandb:
+        run_id = log_to_wandb(args.sweep_dir, rows, figure, args.project, args.entity, args.group, args.mode)
+        print(f"W&B: curriculum run {run_id} ({args.mode}; {args.sweep_dir / 'wandb'})")
 
 
 if __name__ == "__main__":

@@ -292,3 +292,19 @@ def test_the_levels_plot_reaches_the_wandb_summary(tmp_path, monkeypatch):
     run = finished_run(run_dir)
     assert (run_dir / "plots" / "levels.png").stat().st_size > 0
     assert run["summary"]["plots/levels"]["_type"] == "image-file"
+
+
+def test_the_curriculum_run_has_its_job_type_table_and_figure(tmp_path, monkeypatch):
+    """sirt.curriculum SWEEP_DIR logs a W&B run of job_type curriculum in the sweep's group (offline)."""
+    from sirt import curriculum
+    from tests.test_curriculum import write_curriculum_sweep
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
+    sweep = write_curriculum_sweep(tmp_path / "multirun" / "2026-03-04" / "05-06-07")
+    curriculum.main([str(sweep)])
+    run = finished_run(sweep)
+    assert run["job_type"] == "curriculum" and run["group"] == "2026-03-04_05-06-07"
+    assert run["tags"] == ["curriculum:easy_to_hard", "curriculum:mixture"]
+    (row,) = run["history"]
+    assert row["curriculum/jobs"]["nrows"] == 3 and row["curriculum/plot"]["_type"] == "image-file"

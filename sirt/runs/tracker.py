@@ -145,6 +145,18 @@ class Tracker:
             self.run = None
 
 
+def command_run(job_type: str, directory: Path, name: str, *, project: str = "sirt", entity: str | None = None,
+                group: str | None = None, mode: str = "offline", config: dict[str, Any] | None = None,
+                tags: list[str] = ()):
+    """The W&B run of a command other than sirt.train (``compare``, ``curriculum``, ``simulate``): its files in
+    ``directory/wandb``, offline unless told, no system metrics (the command takes seconds)."""
+    import wandb
+
+    return wandb.init(project=project, entity=entity, group=group, job_type=job_type, name=name, dir=str(directory),
+                      mode=mode, config=config or {}, tags=list(tags),
+                      settings=wandb.Settings(silent=True, x_disable_stats=True))
+
+
 def run_tags(config: Config) -> list[str]:
     """A run's W&B tags: what tells runs apart at a glance (model, dataset, schedule, verifier)."""
     model = config.model.name
