@@ -14,10 +14,11 @@ The workspace has four sections, every curve against ``round`` (the x-axis sirt 
   limits ``fit/U_s_inf``, ``fit/U_v_inf``, ``fit/G_inf``, and the R² of each curve), as bars by schedule.
 
 ``--report`` adds a W&B Report for one sweep's group (``--group G``, or ``--sweep DIR``, whose group it
-reads as ``sirt.compare`` does): the trajectories of ``U_s``, ``U_v``, ``G`` and ``acc`` per arm (the jobs'
-runs grouped by what the sweep varies except the seed, ``--arm-by``), bars of each arm's final ``acc``
-(mean and standard error over seeds), the compare run's tables (``compare/arms``, ``compare/jobs``) and
-plot, and the verdict of Proposition 5.1 (written out from ``DIR/compare.json`` with ``--sweep``).
+reads as ``sirt.compare`` does; neither: every run of the project): the trajectories of ``U_s``, ``U_v``,
+``G`` and ``acc`` per arm (the jobs' runs grouped by what the sweep varies except the seed, ``--arm-by``),
+bars of each arm's final ``acc`` (mean and standard error over seeds), the compare run's tables
+(``compare/arms``, ``compare/jobs``) and plot, and the verdict of Proposition 5.1 (written out from
+``DIR/compare.json`` with ``--sweep``).
 
 Both are saved with the ``wandb-workspaces`` package (``pip install -e '.[dashboard]'``), which needs
 W&B online and an API key; the entity defaults to the logged-in user's (W&B's API). ``--dry-run`` —
@@ -79,9 +80,10 @@ GROUP_KEYS = {"schedule": "schedule.name", "verifier": "verifier.method", "curri
 """The config key that tells a group option apart (an override ``schedule=early`` sets ``schedule.name``)."""
 
 
-def report_spec(group: str, arm_by: list[str], project: str = "sirt", entity: str | None = None,
+def report_spec(group: str | None, arm_by: list[str], project: str = "sirt", entity: str | None = None,
                 compared: dict[str, Any] | None = None, table: str | None = None) -> dict[str, Any]:
-    """A sweep's report: trajectories and final accuracy per arm, the compare run's tables, the verdict.
+    """A sweep's report: trajectories and final accuracy per arm, the compare run's tables, the verdict
+    (``group`` None: every run of the project, the arms still told apart by ``arm_by``).
 
     ``compared``: the sweep's ``compare.json`` (its verdict is written out), ``table``: its ``compare.md``.
     """
@@ -91,7 +93,8 @@ def report_spec(group: str, arm_by: list[str], project: str = "sirt", entity: st
     final = [panel("final acc per arm (mean ± s.e. over seeds)", ["acc"], None, "bar")]
     tables = [panel("arms", ["compare/arms"], None, "table"), panel("jobs", ["compare/jobs"], None, "table"),
               panel("final acc against the schedule", ["compare/plot"], None, "table")]
-    blocks = [{"kind": "markdown", "text": f"Runs of W&B group `{group}`, arms by {', '.join(arm_by)}."},
+    runs = f"Runs of W&B group `{group}`" if group else f"All sirt runs of project `{project}`"
+    blocks = [{"kind": "markdown", "text": f"{runs}, arms by {', '.join(arm_by)}."},
               {"kind": "panels", "name": "Trajectories per arm", "runset": train, "panels": trajectory},
               {"kind": "panels", "name": "Final accuracy per arm", "runset": train, "panels": final},
               {"kind": "panels", "name": "Comparison (sirt.compare)", "runset": {"job_type": "compare",
@@ -99,8 +102,8 @@ def report_spec(group: str, arm_by: list[str], project: str = "sirt", entity: st
               {"kind": "markdown", "text": verdict_text(compared)}]
     if table:
         blocks.append({"kind": "markdown", "text": table})
-    return {"title": f"sirt sweep {group}", "project": project, "entity": entity, "group": group,
-            "arm_by": arm_by, "blocks": blocks}
+    title = f"sirt sweep {group}" if group else f"sirt runs of {project}"
+    return {"title": title, "project": project, "entity": entity, "group": group, "arm_by": arm_by, "blocks": blocks}
 
 
 def verdict_text(compared: dict[str, Any] | None) -> str:
@@ -187,12 +190,14 @@ def build_report(spec_: dict[str, Any], entity: str):
         if b["kind"] == "markdown":
             return [wr.MarkdownBlock(text=b["text"])]
         rs = b["runset"]
-        runset = wr.Runset(name=b["name"], groupby=rs["group_by"],
-                           filters=[expr.Metric("Group") == spec_["group"], expr.Metric("JobType") == rs["job_type"]])
+        filters = [expr.Metric("JobType") == rs["job_type"]]
+        if spec_["group"]:
+            filters.insert(0, expr.Metric("Group") == spec_["group"])
+        runset = wr.Runset(name=b["name"], groupby=rs["group_by"], filters=filters)
         return [wr.H2(b["name"]), wr.PanelGrid(runsets=[runset], panels=[make_panel(p) for p in b["panels"]])]
 
     return wr.Report(project=spec_["project"], entity=entity, title=spec_["title"],
-                     description=f"sirt: a sweep's arms side by side (group {spec_['group']})",
+                     description=f"sirt: a sweep's arms side by side ({spec_['group'] or 'every group'})",
                      blocks=[x for b in spec_["blocks"] for x in block(b)], width="fluid")
 
 
@@ -207,13 +212,12 @@ def default_entity() -> str:
 
 
 def report_for(args: argparse.Namespace) -> dict[str, Any]:
-    """The report spec the command line asks for; a missing group or sweep directory exits 2 in one line."""
+    """The report spec the command line asks for (a sweep's group: ``--group``, else read from ``--sweep``, else
+    none: every run of the project); a ``--sweep`` that is not a directory exits 2 in one line."""
     sweep = args.sweep
     if sweep is not None and not sweep.is_dir():
         refuse(f"--sweep {sweep} is not a directory")
-    if args.group is None and sweep is None:
-        refuse("--report needs the sweep's W&B group: --group G, or --sweep DIR to read it from the sweep")
-    group = args.group or group_of(sweep)
+    group = args.group or (group_of(sweep) if sweep else None)
     compared = json.loads((sweep / "compare.json").read_text()) if sweep and (sweep / "compare.json").exists() else None
     table = (sweep / "compare.md").read_text() if sweep and (sweep / "compare.md").exists() else None
     arm_by = args.arm_by or (swept_keys(sweep) if sweep else ["schedule.name"])

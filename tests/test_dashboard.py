@@ -66,12 +66,16 @@ def test_dry_run_with_report_writes_both_specs(sweep, tmp_path, monkeypatch, cap
     assert kinds.count("panels") == 3 and "| arm" in report["blocks"][-1]["text"]  # compare.md's table
 
 
-def test_report_without_a_group_is_refused(tmp_path, monkeypatch, capsys):
+def test_report_without_a_group_covers_the_project_and_a_bad_sweep_is_refused(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    dashboard.main(["--project", "p", "--report", "--dry-run"])
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["group"] is None and report["arm_by"] == ["schedule.name"] and report["title"] == "sirt runs of p"
+    text = dashboard.build_report(report, "alice")._to_model().model_dump_json()
+    assert "jobType" in text and '"group"' not in text  # runsets: every train / compare run of the project
     with pytest.raises(SystemExit) as stop:
-        dashboard.main(["--report", "--dry-run"])
-    assert stop.value.code == 2 and "--group" in capsys.readouterr().err
-    assert not (tmp_path / "dashboard.json").exists()
+        dashboard.main(["--report", "--sweep", str(tmp_path / "missing"), "--dry-run"])
+    assert stop.value.code == 2 and "is not a directory" in capsys.readouterr().err
 
 
 class Viewer(BaseHTTPRequestHandler):
