@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: setup test test-fast train smollm2 vllm sweep gpu-check lint clean
+.PHONY: setup test test-fast train smollm2 vllm sweep figure gpu-check lint clean
 
 setup:  ## create .venv; torch first (the CPU wheel on local disk), then sirt and its dev tools
 	$(PY) -m venv $(VENV)
@@ -31,6 +31,10 @@ vllm:  ## on a CUDA machine: the vLLM backend (the releases that pin torch 2.13.
 sweep:  ## paper 1's cross-improvement sweep on the embedded default, then the comparison
 	$(BIN)/python -m sirt.train -m experiment=cross_improvement_tiny hydra.sweep.dir=multirun/cross_improvement
 	$(BIN)/python -m sirt.compare multirun/cross_improvement
+
+figure:  ## the README's figure from a run directory: make figure RUN=outputs/<date>/<time> [TITLE="default run"]
+	$(if $(RUN),,$(error make figure needs RUN=<a run directory>, e.g. the default run's outputs/<date>/<time>))
+	$(BIN)/python -m sirt.fit $(RUN) --figure docs/figures/trajectory.png --title "$(or $(TITLE),$(notdir $(RUN)))"
 
 gpu-check:  ## on a CUDA machine: 2 rounds of a random-weight Llama-3.1-8B at paper 1's settings (ARGS=--dry-run: the plan)
 	$(BIN)/python -m sirt.gpu_check $(ARGS)

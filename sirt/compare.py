@@ -26,9 +26,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from omegaconf import DictConfig, OmegaConf
 
-from sirt.runs.files import write_atomic
+from sirt.runs.files import markdown_table, write_atomic
 from sirt.runs.rundir import finished_job
-from sirt.runs.tracker import sweep_group
+from sirt.runs.tracker import command_run, group_of, job_order
 
 
 def job_summary(job_dir: Path) -> dict[str, Any] | None:
@@ -124,16 +124,15 @@ def markdown(jobs: list[dict[str, Any]], summary: dict[str, Any]) -> str:
 
     cols = ["job", "schedule", "seed", "source", "budget", "ext_used", "acc_initial", "acc_final", "U_s_final",
             "U_s_inf"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(j[c]) for c in cols) + " |" for j in jobs]
+    lines = markdown_table(cols, ([j[c] for c in cols] for j in jobs), fmt)
     flagged = sum(j["U_s_inf"] is None for j in jobs)
     if flagged:
         lines += ["", f"U_s_inf is shown only where the joint fit is consistent with the theory; {flagged} of "
                       f"{len(jobs)} jobs' fits are not (their reason: `fit_status` in compare.json)."]
-    lines += ["", "Per arm, mean ± standard error over seeds:", "",
-              "| arm | schedule | budget | seeds | acc_initial | acc_final | U_s_final |", "|" + "---|" * 7]
-    lines += [f"| {a['arm']} | {a['schedule']} | {a['budget']} | {a['n_seeds']} | {mean_se(a, 'acc_initial')} | "
-              f"{mean_se(a, 'acc_final')} | {mean_se(a, 'U_s_final')} |" for a in summary["arms"]]
+    lines += ["", "Per arm, mean ± standard error over seeds:", ""]
+    lines += markdown_table(["arm", "schedule", "budget", "seeds", "acc_initial", "acc_final", "U_s_final"],
+                            ([a["arm"], a["schedule"], a["budget"], a["n_seeds"], mean_se(a, "acc_initial"),
+                              mean_se(a, "acc_final"), mean_se(a, "U_s_final")] for a in summary["arms"]), fmt)
     lines.append("")
     if summary["status"] == "ok":
         lines.append(f"Spread of mean final accuracy across external schedules: "
@@ -174,11 +173,6 @@ def plot(jobs: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def job_order(job_dir: Path) -> tuple[bool, int, str]:
-    """Hydra's job numbers in numeric order (0, 1, ..., 10), other folders after them."""
-    return not job_dir.name.isdigit(), len(job_dir.name), job_dir.name
-
-
 def compare(sweep_dir: Path, tolerance: float = 0.03) -> dict[str, Any]:
     jobs = [s for d in sorted(filter(Path.is_dir, sweep_dir.iterdir()), key=job_order) if (s := job_summary(d))]
     if not jobs:
@@ -192,27 +186,21 @@ def compare(sweep_dir: Path, tolerance: float = 0.03) -> dict[str, Any]:
     return summary
 
 
-def group_of(sweep_dir: Path) -> str:
-    """The W&B group the sweep's jobs logged to: their ``logger.group`` if one was set, else the name
-    :func:`sirt.runs.tracker.sweep_group` made from the sweep dir and the experiment (``experiment=NAME``, or
-    ``+experiments=NAME`` in a sweep run before experiments became the ``conf/experiment`` group)."""
-    experiment = None
-    for job in sorted(filter(Path.is_dir, sweep_dir.iterdir()), key=job_order):
-        hydra_dir = job / ".hydra"
-        if not (hydra_dir / "config.yaml").exists():
-            continue
-        group = OmegaConf.select(OmegaConf.load(hydra_dir / "config.yaml"), "logger.group", default=None)
-        if group:
-            return str(group)
-        if (hydra_dir / "hydra.yaml").exists():
-            choices = OmegaConf.select(OmegaConf.load(hydra_dir / "hydra.yaml"), "hydra.runtime.choices") or {}
-            experiment = choices.get("experiment") or choices.get("experiments")
-        elif (hydra_dir / "overrides.yaml").exists():
-            overrides = OmegaConf.to_container(OmegaConf.load(hydra_dir / "overrides.yaml"))
-            experiment = next((o.split("=", 1)[1] for o in overrides
-                               if o.startswith(("experiment=", "+experiment=", "+experiments="))), None)
-        break
-    return sweep_group(sweep_dir, experiment)
+def run_data_artifacts(sweep_dir: Path) -> list[str]:
+    """The ``run-data-<id>`` artifacts the sweep's jobs logged (their ``wandb_id``), in job order."""
+    ids = [(job / "wandb_id").read_text().strip() for job in sorted(filter(Path.is_dir, sweep_dir.iterdir()),
+                                                                      key=job_order) if (job / "wandb_id").is_file()]
+    return [f"run-data-{i}" for i in ids if i]
+
+
+def use_artifact(run, name: str) -> None:
+    """Declare a job's run-data as this run's input; a job that never logged it (it failed) is skipped."""
+    import wandb
+
+    try:
+        run.use_artifact(f"{name}:latest", type="run-data")
+    except (wandb.errors.CommError, ValueError) as err:
+        print(f"sirt.compare: W&B has no {name} to declare as an input ({err})", file=sys.stderr)
 
 
 def log_to_wandb(sweep_dir: Path, project: str = "sirt", entity: str | None = None, group: str | None = None,
@@ -224,10 +212,14 @@ def log_to_wandb(sweep_dir: Path, project: str = "sirt", entity: str | None = No
     report = json.loads((sweep_dir / "compare.json").read_text())
     jobs, summary = report["jobs"], report["summary"]
     group = group or group_of(sweep_dir)
-    run = wandb.init(project=project, entity=entity, group=group, job_type="compare", name=f"compare {group}",
-                     dir=str(sweep_dir), mode=mode, config={"sweep_dir": str(sweep_dir.resolve())},
-                     settings=wandb.Settings(silent=True, x_disable_stats=True))
+    inputs = run_data_artifacts(sweep_dir)
+    run = command_run("compare", sweep_dir, f"compare {group}", project=project, entity=entity, group=group,
+                      mode=mode, config={"sweep_dir": str(sweep_dir.resolve()), "run_data": inputs},
+                      tags=sorted({f"schedule:{j['schedule']}" for j in jobs}))
     try:
+        if mode == "online":  # W&B's lineage: the jobs' run-data feed this run (offline W&B cannot record it)
+            for name in inputs:
+                use_artifact(run, name)
         job_columns = ["job", "arm", "schedule", "seed", "source", "budget", "rounds", "ext_used", "acc_initial",
                        "acc_final", "U_s_final", "U_s_inf", "fit_status"]
         arm_columns = ["arm", "schedule", "source", "budget", "n_seeds", "acc_initial", "acc_initial_se",

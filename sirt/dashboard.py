@@ -1,4 +1,5 @@
-"""``python -m sirt.dashboard --project P [--entity E] [--group G] [--dry-run]``: a W&B workspace for sirt runs.
+"""``python -m sirt.dashboard --project P [--entity E] [--group G] [--report] [--dry-run]``: a W&B workspace for
+sirt runs, and a W&B Report for a sweep.
 
 The workspace has four sections, every curve against ``round`` (the x-axis sirt logs):
 
@@ -12,11 +13,20 @@ The workspace has four sections, every curve against ``round`` (the x-axis sirt 
 * **Fit** — the fitting callback's summary per run (``fit/alpha_p``, ``fit/beta_p``, ``fit/delta``, the
   limits ``fit/U_s_inf``, ``fit/U_v_inf``, ``fit/G_inf``, and the R² of each curve), as bars by schedule.
 
-It is saved with the ``wandb-workspaces`` package (``pip install -e '.[dashboard]'``), which needs
-W&B online and an API key. ``--dry-run`` — automatic when ``WANDB_MODE`` is offline or disabled, when no
-API key is set, or when the package is missing — writes the same layout to ``dashboard.json`` in the
-current directory instead: ``{"sections": [{"name", "panels": [{"title", "metrics", "x", "group_by",
-"kind"}]}]}``.
+``--report`` adds a W&B Report for one sweep's group (``--group G``, or ``--sweep DIR``, whose group it
+reads as ``sirt.compare`` does; neither: every run of the project): the trajectories of ``U_s``, ``U_v``,
+``G`` and ``acc`` per arm (the jobs' runs grouped by what the sweep varies except the seed, ``--arm-by``),
+bars of each arm's final ``acc`` (mean and standard error over seeds), the compare run's tables
+(``compare/arms``, ``compare/jobs``) and plot, and the verdict of Proposition 5.1 (written out from
+``DIR/compare.json`` with ``--sweep``).
+
+Both are saved with the ``wandb-workspaces`` package (``pip install -e '.[dashboard]'``), which needs
+W&B online and an API key; the entity defaults to the logged-in user's (W&B's API). ``--dry-run`` —
+automatic when ``WANDB_MODE`` is offline or disabled, when no API key is set, or when the package is
+missing — writes the same layout to ``dashboard.json`` in the current directory instead:
+``{"sections": [{"name", "panels": [{"title", "metrics", "x", "group_by", "kind"}]}]}``, and with
+``--report`` the report to ``report.json``: ``{"title", "group", "arm_by", "blocks": [{"kind": "markdown",
+"text"} | {"kind": "panels", "name", "runset": {"job_type", "group_by"}, "panels"}]}``.
 """
 
 from __future__ import annotations
@@ -28,7 +38,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from sirt.config.defaults import default
+from sirt.runs.tracker import group_of
 
 FIT_PARAMETERS = ["fit/alpha_p", "fit/beta_p", "fit/delta"]
 FIT_LIMITS = ["fit/U_s_inf", "fit/U_v_inf", "fit/G_inf"]
@@ -62,6 +75,61 @@ def spec(levels: list[int], pass_k: list[int], project: str = "sirt", entity: st
     return {"name": name, "project": project, "entity": entity, "group": group, "sections": sections}
 
 
+GROUP_KEYS = {"schedule": "schedule.name", "verifier": "verifier.method", "curriculum": "curriculum.name",
+              "dataset": "dataset.name", "external": "external.source", "model": "model.name_or_path"}
+"""The config key that tells a group option apart (an override ``schedule=early`` sets ``schedule.name``)."""
+
+
+def report_spec(group: str | None, arm_by: list[str], project: str = "sirt", entity: str | None = None,
+                compared: dict[str, Any] | None = None, table: str | None = None) -> dict[str, Any]:
+    """A sweep's report: trajectories and final accuracy per arm, the compare run's tables, the verdict
+    (``group`` None: every run of the project, the arms still told apart by ``arm_by``).
+
+    ``compared``: the sweep's ``compare.json`` (its verdict is written out), ``table``: its ``compare.md``.
+    """
+    keys = [f"config.{k}" for k in arm_by]
+    train = {"job_type": "train", "group_by": keys}
+    trajectory = [panel(metric, [metric], None) for metric in ("U_s", "U_v", "G", "acc")]
+    final = [panel("final acc per arm (mean ± s.e. over seeds)", ["acc"], None, "bar")]
+    tables = [panel("arms", ["compare/arms"], None, "table"), panel("jobs", ["compare/jobs"], None, "table"),
+              panel("final acc against the schedule", ["compare/plot"], None, "table")]
+    runs = f"Runs of W&B group `{group}`" if group else f"All sirt runs of project `{project}`"
+    blocks = [{"kind": "markdown", "text": f"{runs}, arms by {', '.join(arm_by)}."},
+              {"kind": "panels", "name": "Trajectories per arm", "runset": train, "panels": trajectory},
+              {"kind": "panels", "name": "Final accuracy per arm", "runset": train, "panels": final},
+              {"kind": "panels", "name": "Comparison (sirt.compare)", "runset": {"job_type": "compare",
+                                                                                  "group_by": []}, "panels": tables},
+              {"kind": "markdown", "text": verdict_text(compared)}]
+    if table:
+        blocks.append({"kind": "markdown", "text": table})
+    title = f"sirt sweep {group}" if group else f"sirt runs of {project}"
+    return {"title": title, "project": project, "entity": entity, "group": group, "arm_by": arm_by, "blocks": blocks}
+
+
+def verdict_text(compared: dict[str, Any] | None) -> str:
+    """Proposition 5.1's verdict in words, from a sweep's compare.json (else where to find it)."""
+    if compared is None:
+        return "**Verdict**: see the compare run's summary (`verdict/prop_5_1`, `verdict/acc_spread`)."
+    s = compared["summary"]
+    if s.get("status") != "ok":
+        return f"**Verdict**: none ({s.get('status')})."
+    return (f"**Verdict (Proposition 5.1)**: {s['prop_5_1']} — final accuracy spreads {s['acc_spread']:.3f} across "
+            f"the schedules with external data (tolerance {s['tolerance']}); final U_s spreads "
+            f"{s['U_s_rel_spread']:.1%} of its mean.")
+
+
+def swept_keys(sweep_dir: Path) -> list[str]:
+    """The config keys whose values differ between a sweep's jobs, the seed left out: what tells its arms apart."""
+    values: dict[str, set[str]] = {}
+    for path in sorted(sweep_dir.glob("*/.hydra/overrides.yaml")):
+        for item in OmegaConf.to_container(OmegaConf.load(path)):
+            key, _, value = item.partition("=")
+            values.setdefault(key.lstrip("+~"), set()).add(value)
+    keys = [GROUP_KEYS.get(k, k) for k, v in values.items()
+            if len(v) > 1 and k != "seed" and not k.startswith("hydra.")]
+    return keys or ["schedule.name"]
+
+
 def api_key() -> str | None:
     """The W&B API key this machine would use (environment or netrc), read without any network call."""
     if os.environ.get("WANDB_API_KEY"):
@@ -87,52 +155,131 @@ def why_offline() -> str | None:
     return None
 
 
-def save_workspace(layout: dict[str, Any]) -> str:
-    """Save the layout as a W&B workspace with wandb-workspaces; returns its URL."""
+def make_panel(p: dict[str, Any]):
+    """The wandb-workspaces panel of one panel spec (the same classes serve workspaces and reports)."""
     import wandb_workspaces.reports.v2 as wr
+
+    groupby = wr.Config(p["group_by"]) if p["group_by"] else None
+    if p["kind"] == "table":  # a W&B Table, image or value of the runs' summary
+        return wr.WeavePanelSummaryTable(table_name=p["metrics"][0])
+    if p["kind"] == "bar":
+        return wr.BarPlot(title=p["title"], metrics=[wr.SummaryMetric(m) for m in p["metrics"]], groupby=groupby,
+                          groupby_aggfunc="mean", groupby_rangefunc="stderr")
+    return wr.LinePlot(title=p["title"], x=p["x"], y=p["metrics"], groupby=groupby)
+
+
+def build_workspace(layout: dict[str, Any], entity: str):
+    """The layout as a ``wandb_workspaces`` Workspace of ``entity`` (built offline; ``save()`` sends it)."""
     import wandb_workspaces.workspaces as ws
 
-    def make(p: dict[str, Any]):
-        groupby = wr.Config(p["group_by"]) if p["group_by"] else None
-        if p["kind"] == "bar":
-            return wr.BarPlot(title=p["title"], metrics=[wr.SummaryMetric(m) for m in p["metrics"]], groupby=groupby)
-        return wr.LinePlot(title=p["title"], x=p["x"], y=p["metrics"], groupby=groupby)
-
-    sections = [ws.Section(name=s["name"], panels=[make(p) for p in s["panels"]], is_open=True)
+    sections = [ws.Section(name=s["name"], panels=[make_panel(p) for p in s["panels"]], is_open=True)
                 for s in layout["sections"]]
     filters = [ws.Metric("Group") == layout["group"]] if layout["group"] else ""
-    workspace = ws.Workspace(entity=layout["entity"], project=layout["project"], name=layout["name"],
-                             sections=sections, settings=ws.WorkspaceSettings(x_axis="round"),
-                             runset_settings=ws.RunsetSettings(filters=filters))
+    return ws.Workspace(entity=entity, project=layout["project"], name=layout["name"], sections=sections,
+                        settings=ws.WorkspaceSettings(x_axis="round"),
+                        runset_settings=ws.RunsetSettings(filters=filters))
+
+
+def build_report(spec_: dict[str, Any], entity: str):
+    """The report spec as a ``wandb_workspaces`` Report of ``entity``: markdown blocks and panel grids whose
+    runsets (the report's own project) hold the group's runs of one job type, grouped by arm."""
+    import wandb_workspaces.reports.v2 as wr
+    from wandb_workspaces import expr
+
+    def block(b: dict[str, Any]) -> list:
+        if b["kind"] == "markdown":
+            return [wr.MarkdownBlock(text=b["text"])]
+        rs = b["runset"]
+        filters = [expr.Metric("JobType") == rs["job_type"]]
+        if spec_["group"]:
+            filters.insert(0, expr.Metric("Group") == spec_["group"])
+        runset = wr.Runset(name=b["name"], groupby=rs["group_by"], filters=filters)
+        return [wr.H2(b["name"]), wr.PanelGrid(runsets=[runset], panels=[make_panel(p) for p in b["panels"]])]
+
+    return wr.Report(project=spec_["project"], entity=entity, title=spec_["title"],
+                     description=f"sirt: a sweep's arms side by side ({spec_['group'] or 'every group'})",
+                     blocks=[x for b in spec_["blocks"] for x in block(b)], width="fluid")
+
+
+def default_entity() -> str:
+    """The logged-in user's default entity, asked of W&B's API (a network call: only when saving)."""
+    import wandb
+
+    entity = wandb.Api().default_entity
+    if not entity:
+        raise ValueError("W&B names no default entity for this API key: pass --entity")
+    return entity
+
+
+def report_for(args: argparse.Namespace) -> dict[str, Any]:
+    """The report spec the command line asks for (a sweep's group: ``--group``, else read from ``--sweep``, else
+    none: every run of the project); a ``--sweep`` that is not a directory exits 2 in one line."""
+    sweep = args.sweep
+    if sweep is not None and not sweep.is_dir():
+        refuse(f"--sweep {sweep} is not a directory")
+    group = args.group or (group_of(sweep) if sweep else None)
+    compared = json.loads((sweep / "compare.json").read_text()) if sweep and (sweep / "compare.json").exists() else None
+    table = (sweep / "compare.md").read_text() if sweep and (sweep / "compare.md").exists() else None
+    arm_by = args.arm_by or (swept_keys(sweep) if sweep else ["schedule.name"])
+    return report_spec(group, arm_by, args.project, args.entity, compared, table)
+
+
+def refuse(message: str) -> None:
+    """Bad input: one line on stderr, exit code 2."""
+    print(f"sirt.dashboard: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def save(layout: dict[str, Any], report: dict[str, Any] | None, entity: str | None) -> list[str]:
+    """Save the workspace (and the report) to W&B; returns their URLs."""
+    entity = entity or default_entity()
+    workspace = build_workspace(layout, entity)
     workspace.save()
-    return workspace.url
+    urls = [workspace.url]
+    if report is not None:
+        built = build_report(report, entity)
+        built.save()
+        urls.append(built.url)
+    return urls
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sirt.dashboard", description=__doc__.splitlines()[0])
     parser.add_argument("--project", default="sirt", help="W&B project (default: sirt)")
-    parser.add_argument("--entity", default=None, help="W&B entity (default: yours)")
+    parser.add_argument("--entity", default=None, help="W&B entity (default: the logged-in user's, from W&B's API)")
     parser.add_argument("--group", default=None, help="show only the runs of this W&B group (a sweep)")
     parser.add_argument("--name", default="sirt", help="the workspace's name (default: sirt)")
     parser.add_argument("--levels", type=int, nargs="+", default=default("dataset").levels,
                         help="difficulty levels of the per-level panels (default: the arithmetic task's)")
     parser.add_argument("--pass-k", type=int, nargs="+", default=default("generation").pass_k,
                         help="k of the pass@k panel (default: generation.pass_k's default)")
-    parser.add_argument("--dry-run", action="store_true", help="write dashboard.json here; save nothing")
+    parser.add_argument("--report", action="store_true", help="also save a W&B Report for the sweep's group")
+    parser.add_argument("--sweep", type=Path, default=None,
+                        help="the sweep directory of --report: its group, arms, compare.json verdict and table")
+    parser.add_argument("--arm-by", nargs="+", default=None,
+                        help="config keys that tell the report's arms apart (default: what the sweep's jobs vary "
+                             "except the seed, else schedule.name)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="write dashboard.json (and report.json) here; save nothing")
     args = parser.parse_args(argv)
-    layout = spec(args.levels, args.pass_k, args.project, args.entity, args.group, args.name)
+    report = report_for(args) if args.report else None
+    group = args.group or (report["group"] if report else None)
+    layout = spec(args.levels, args.pass_k, args.project, args.entity, group, args.name)
     reason = "--dry-run" if args.dry_run else why_offline()
     if reason:
-        path = Path("dashboard.json")
-        path.write_text(json.dumps(layout, indent=2) + "\n")
+        written = {"dashboard.json": layout, **({"report.json": report} if report else {})}
+        for name, content in written.items():
+            Path(name).write_text(json.dumps(content, indent=2) + "\n")
         n = sum(len(s["panels"]) for s in layout["sections"])
-        print(f"sirt.dashboard: dry run ({reason}): {path.resolve()} ({len(layout['sections'])} sections, {n} panels)")
+        print(f"sirt.dashboard: dry run ({reason}): {Path('dashboard.json').resolve()} ({len(layout['sections'])} "
+              f"sections, {n} panels)" + (f", {Path('report.json').resolve()} ({len(report['blocks'])} blocks)"
+                                          if report else ""))
         return
     try:
-        url = save_workspace(layout)
+        urls = save(layout, report, args.entity)
     except Exception as err:
         sys.exit(f"sirt.dashboard: the workspace could not be saved: {err}")
-    print(f"sirt.dashboard: saved {url}")
+    print(f"sirt.dashboard: saved {' and '.join(urls)}")
 
 
 if __name__ == "__main__":

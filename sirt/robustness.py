@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sirt.runs.files import write_atomic
+from sirt.runs.files import markdown_table, write_atomic
 from sirt.runs.rundir import finished_job
 
 MIN_GAIN = 0.05  # accuracy points a run must gain, first to last round
@@ -58,8 +58,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
     cols = ["job", "teach_seed", "threads", "acc_0", "acc_last", "gain", "G_min", "pick_precision_0",
             "sample_acc_0", "auc_0", "beta_over_alpha", "joint_status", "self_improves"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
+    lines = markdown_table(cols, ([r[c] for c in cols] for r in rows), fmt)
     n_ok = sum(r["self_improves"] for r in rows)
     n_theory = sum(r["in_theory"] for r in rows)
     lines += ["", f"{n_ok} of {len(rows)} runs self-improve (gain >= {MIN_GAIN:.2f}, G > 0 in every round, round-0 "

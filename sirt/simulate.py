@@ -16,10 +16,11 @@ from typing import Any
 import hydra
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from sirt.config.errors import ConfigError
 from sirt.plan.schedule import allocate
+from sirt.runs.tracker import command_run, flatten
 from sirt.theory import montecarlo
 from sirt.theory.dynamics import Dynamics, cross_improvement
 from sirt.theory.report import fit_run
@@ -82,7 +83,30 @@ def simulate(cfg: DictConfig) -> list[dict[str, Any]]:
                           f"use experiment={cfg.experiments}")
     if cfg.mode not in SIMULATORS:
         raise ConfigError(f"mode={cfg.mode!r}: must be one of {', '.join(SIMULATORS)}")
+    if not isinstance(cfg.get("wandb", False), bool):
+        raise ConfigError(f"wandb={cfg.wandb!r}: must be true or false")
     return SIMULATORS[cfg.mode](cfg)
+
+
+def log_to_wandb(cfg: DictConfig, rows: list[dict[str, Any]], run_dir: Path, summary: dict[str, Any]) -> str:
+    """The simulated run as a W&B run of job_type ``simulate`` (offline): every row against ``round`` (nested
+    values flattened), the fit's figures in the summary (``fit/...``) and its plots; returns the run id."""
+    import wandb
+
+    run = command_run("simulate", run_dir, f"simulate {cfg.mode} {run_dir.name}",
+                      config=OmegaConf.to_container(cfg, resolve=True), tags=[f"mode:{cfg.mode}"])
+    try:
+        run.define_metric("round")
+        run.define_metric("*", step_metric="round")
+        for row in rows:
+            run.log(flatten(row))
+        images = {f"plots/{p.stem}": wandb.Image(str(p)) for p in sorted((run_dir / "plots").glob("*.png"))}
+        run.summary.update({**summary, **images})
+    except BaseException:
+        run.finish(exit_code=1)
+        raise
+    run.finish()
+    return run.id
 
 
 @hydra.main(version_base=None, config_path="../conf", config_name="simulate")
@@ -96,9 +120,14 @@ def main(cfg: DictConfig) -> None:
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     if cfg.mode == "curriculum":  # paper 2's comparison has its own report and no paper-1 dynamics to fit
         print(montecarlo.report(cfg, rows, run_dir))
-        return
-    report = fit_run(run_dir, forecast_k=cfg.forecast_k, make_plots=cfg.plots)
-    print(summarize(report, run_dir))
+        summary = {}
+    else:
+        report = fit_run(run_dir, forecast_k=cfg.forecast_k, make_plots=cfg.plots)
+        print(summarize(report, run_dir))
+        summary = {f"fit/{k}": v for k, v in report.get("joint", {}).items() if isinstance(v, int | float)}
+        summary["fit/status"] = report.get("status")
+    if cfg.get("wandb", False):
+        print(f"W&B: simulate run {log_to_wandb(cfg, rows, run_dir, summary)} (offline; {run_dir / 'wandb'})")
 
 
 if __name__ == "__main__":

@@ -74,6 +74,8 @@ def main(cfg: DictConfig) -> None:
     try:
         check_ranks(hydra_cfg, multirun)
         lock = lock_run_dir(run_dir) if main_rank else None  # rank 0 works in the directory; the others read it
+        if not multirun and hydra_cfg.sweeper.get("params"):  # a study's sweep would silently shrink to one job
+            raise ConfigError(unswept(hydra_cfg))
         if "experiments" in cfg:  # the form before the studies became a group: it would apply nothing
             raise ConfigError(f"+experiments={cfg.experiments}: the studies are a config group now, "
                               f"use experiment={cfg.experiments}")
@@ -95,7 +97,16 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
     finally:
         if lock is not None:
-            os.close(lock)
+            lock.release()
+
+
+def unswept(hydra_cfg) -> str:
+    """The refusal of a sweeping config started as one run: what it sweeps and the command with ``-m``."""
+    swept = ", ".join(f"{k}={v}" for k, v in hydra_cfg.sweeper.params.items())
+    study = hydra_cfg.runtime.choices.get("experiment")
+    what = f"experiment={study}" if study not in (None, "null") else "this config"
+    command = " ".join(["python -m sirt.train -m", *map(shlex.quote, sys.argv[1:])])
+    return f"{what} sweeps {swept} (hydra.sweeper.params): add -m to run its jobs: {command}"
 
 
 def check_ranks(hydra_cfg, multirun: bool) -> None:

@@ -62,3 +62,11 @@ def test_U_s_inf_is_reported_only_from_a_joint_fit_the_theory_accepts(tmp_path):
     assert jobs["early"]["U_s_inf"] == 0.31 and jobs["late"]["U_s_inf"] is None
     assert jobs["late"]["fit_status"].startswith("inconsistent") and jobs["none"]["fit_status"] == "no fit.json"
     assert "2 of 3 jobs' fits are not" in (tmp_path / "compare.md").read_text()
+
+
+def test_markdown_tables_escape_a_pipe_in_a_cell():
+    """One helper writes the tables of compare, robustness and curriculum; a | in a value cannot split a row."""
+    from sirt.runs.files import markdown_table
+
+    lines = markdown_table(["arm", "acc"], [["schedule=a|b", 0.123456]], lambda v: f"{v:.2f}")
+    assert lines == ["| arm | acc |", "|---|---|", "| schedule=a\\|b | 0.12 |"]

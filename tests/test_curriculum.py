@@ -6,9 +6,11 @@ import json
 import math
 import random
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from sirt.config.defaults import default
 from sirt.config.errors import ConfigError
@@ -163,3 +165,31 @@ def test_the_loop_follows_the_curriculum_on_the_graph_task(tmp_path, micro_loop)
               for t in range(3)]
     assert levels == [{1}, {2}, {2}]  # debug=micro's levels [1, 2], one round each, then the last level stays
     assert all({"acc_level", "acceptance_level", "n_selected_level"} <= set(row) for row in rows)
+
+
+def write_curriculum_sweep(sweep: Path) -> Path:
+    """Three finished jobs as sirt.train leaves them: one mixture, two easy-to-hard (seeds of one curriculum)."""
+    for num, (name, gain) in enumerate([("mixture", 0.1), ("easy_to_hard", 0.2), ("easy_to_hard", 0.3)]):
+        job = sweep / str(num)
+        (job / ".hydra").mkdir(parents=True)
+        OmegaConf.save(OmegaConf.create({"dataset": {"name": "graph"}, "curriculum": {"name": name}}),
+                       job / ".hydra" / "config.yaml")
+        rows = [{"round": t, "acc": 0.3 + gain * t / 2, "acc_level": {"1": 0.6 + gain * t / 4, "2": 0.1 + gain * t / 2},
+                 "n_selected_level": {"1": 5, "2": t}} for t in range(3)]
+        (job / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return sweep
+
+
+def test_the_sweep_figure_compares_the_curricula(tmp_path, capsys):
+    """sirt.curriculum SWEEP_DIR: the table, and one figure of every curriculum (its jobs' mean) side by side."""
+    from sirt import curriculum as cli
+
+    sweep = write_curriculum_sweep(tmp_path / "sweep")
+    groups = cli.by_curriculum(sweep)
+    assert {name: len(runs) for name, runs in groups.items()} == {"mixture": 1, "easy_to_hard": 2}
+    assert cli.accepted(groups["easy_to_hard"][0]) == {"1": 10, "2": 1}  # the last round's picks train nothing
+    cli.main([str(sweep), "--no-wandb"])
+    out = capsys.readouterr().out
+    assert out.count("| graph | easy_to_hard |") == 2 and "curricula compared: " in out
+    assert (sweep / "curricula.png").stat().st_size > 10_000 and not (sweep / "wandb").exists()
+    assert cli.plot_curricula({}, tmp_path / "none.png", "empty") is None

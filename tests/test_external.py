@@ -9,7 +9,6 @@ import socket
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from email.message import Message
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -22,7 +21,7 @@ from sirt.config.errors import ConfigError, InputError
 from sirt.config.schema import DatasetSchema
 from sirt.loop.checks import validated
 from sirt.loop.round import train_rows
-from sirt.loop.teacher import make_teacher, retry_after
+from sirt.loop.teacher import make_teacher
 from sirt.plan.schedule import allocate, eta_schedule
 from sirt.runs.rundir import RunDir
 from sirt.stages.external import training_rows
@@ -219,29 +218,23 @@ def test_concurrent_requests_come_back_in_the_order_asked(stub):
     assert stub.peak >= 2  # requests overlapped
 
 
-@pytest.mark.parametrize("status,kw,waited", [(429, {}, (0.9, 5.0)), (503, {"max_wait": 0.05}, (0.0, 0.5))])
-def test_retry_after_is_honoured_up_to_max_wait(stub, status, kw, waited):
-    stub.failures = [(status, {"Retry-After": "1"})]
+@pytest.mark.parametrize("status,after,waited", [(429, "1", (0.9, 5.0)), (503, "in 3 s", (1.0, 5.0)),
+                                                 (503, None, (0.3, 0.9))])
+def test_retry_after_is_honoured_else_the_client_backs_off(stub, status, after, waited):
+    """The openai client's own retries: a Retry-After in seconds or as an HTTP date, else 0.5 s less jitter."""
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=3), usegmt=True)
+    headers = {} if after is None else {"Retry-After": when if after == "in 3 s" else after}
+    stub.failures = [(status, headers)]
     start = time.perf_counter()
-    assert teacher(stub.url, retries=2, **kw).respond(["q"]) == ["answer to q"]
-    assert waited[0] <= time.perf_counter() - start < waited[1]  # 1 s as asked, or the cap
+    assert teacher(stub.url, retries=2).respond(["q"]) == ["answer to q"]
+    assert waited[0] <= time.perf_counter() - start < waited[1]
     assert len(stub.seen) == 2
-
-
-def test_retry_after_reads_seconds_and_http_dates():
-    headers = Message()
-    headers["Retry-After"] = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
-    assert 28 < retry_after(headers) <= 30
-    headers.replace_header("Retry-After", "2")
-    assert retry_after(headers) == 2.0
-    headers.replace_header("Retry-After", "soon")
-    assert retry_after(headers) is None and retry_after(Message()) is None
 
 
 def test_a_server_that_keeps_failing_gives_one_error_after_bounded_retries(stub):
     stub.failures = [(503, {})] * 10
     with pytest.raises(InputError) as err:
-        teacher(stub.url, retries=2, backoff=0.01).respond(["q"])
+        teacher(stub.url, retries=2).respond(["q"])
     message = str(err.value)
     assert f"{stub.url}/chat/completions" in message and "HTTP 503" in message and "3 tries" in message
     assert "\n" not in message and len(stub.seen) == 3
@@ -250,7 +243,7 @@ def test_a_server_that_keeps_failing_gives_one_error_after_bounded_retries(stub)
 def test_a_refusal_is_not_retried(stub):
     stub.failures = [(401, {})]
     with pytest.raises(InputError, match="HTTP 401") as err:
-        teacher(stub.url, retries=3, backoff=0.01).respond(["q"])
+        teacher(stub.url, retries=3).respond(["q"])
     assert stub.url in str(err.value) and len(stub.seen) == 1
 
 
@@ -265,7 +258,7 @@ def test_one_failure_stops_the_batch_without_waiting_out_the_others(stub):
 def test_http_teacher_timeout_is_a_clear_error(stub):
     stub.delay = lambda asked: 1.0
     with pytest.raises(InputError, match="gave up after 2 tries, last: TimeoutError"):
-        teacher(stub.url, timeout=0.2, retries=1, backoff=0.01).respond(["q"])
+        teacher(stub.url, timeout=0.2, retries=1).respond(["q"])
 
 
 def test_http_teacher_malformed_reply(stub):
@@ -282,7 +275,7 @@ def test_an_unreachable_server_fails_in_one_line():
     url = f"http://127.0.0.1:{port}/v1"
     start = time.perf_counter()
     with pytest.raises(InputError) as err:
-        teacher(url, timeout=0.5, retries=1, backoff=0.01).respond(["q"])
+        teacher(url, timeout=0.5, retries=1).respond(["q"])
     message = str(err.value)
     assert f"{url}/chat/completions" in message and "2 tries" in message and "refused" in message.lower()
     assert "\n" not in message and time.perf_counter() - start < 5

@@ -233,3 +233,33 @@ def test_standard_errors_weight_the_fits(tmp_path: Path) -> None:
     fit = read_fit(tmp_path / "run")
     assert fit["joint"]["weighted"] and fit["curves"]["U_s"]["weighted"]
     assert fit["joint"]["rate"] == pytest.approx(weighted.values["rate"])
+
+
+def test_a_run_with_three_k_or_more_gets_its_pass_at_k_plot(tmp_path: Path) -> None:
+    """The Pass@K ablation's figure: pass@K against K per round, drawn by the fit (so sirt.fit redraws it)."""
+    t = np.arange(6)
+    U_s, U_v = 1.0 + np.exp(-0.4 * t), 0.8 + 0.9 * np.exp(-0.4 * t)
+    ks = [1, 2, 4, 8, 16, 32, 64]
+    passk = [{str(k): min(1.0, (0.2 + 0.05 * ti) * k ** (0.5 - 0.05 * ti)) for k in ks} for ti in t]
+    report = fit_run(write_run(tmp_path / "ablation", rows_of(t, U_s, U_v, pass_at_k=passk)), forecast_k=4)
+    assert "plots/pass_at_k.png" in report["plots"]["files"]
+    assert (tmp_path / "ablation" / "plots" / "pass_at_k.png").stat().st_size > 10_000
+    two = [{"1": 0.2, "4": 0.5}] * len(t)  # two K: nothing to draw a curve of
+    report = fit_run(write_run(tmp_path / "two", rows_of(t, U_s, U_v, pass_at_k=two)), forecast_k=4)
+    assert not any("pass_at_k" in name for name in report["plots"]["files"])
+
+
+def test_sirt_fit_figure_copies_the_trajectory_plot(tmp_path: Path, capsys) -> None:
+    """``make figure RUN=...`` (``sirt.fit RUN --figure PATH``): the README figure is the run's fitted trajectories."""
+    from sirt import fit
+
+    t = np.arange(8)
+    U_s, U_v = 1.0 + np.exp(-0.4 * t), 0.8 + 0.9 * np.exp(-0.4 * t)
+    run = write_run(tmp_path / "run", rows_of(t, U_s, U_v, acc=list(0.3 + 0.2 * (1 - np.exp(-0.4 * t)))))
+    figure = tmp_path / "docs" / "figures" / "trajectory.png"
+    assert fit.main([str(run), "--figure", str(figure), "--title", "default run", "--no-plots"]) == 0
+    assert figure.read_bytes() == (run / "plots" / "trajectories.png").read_bytes()
+    assert figure.stat().st_size > 10_000
+    bare = write_run(tmp_path / "bare", [{"round": int(ti), "n_selected": 3} for ti in t])  # no curve to draw
+    assert fit.main([str(bare), "--figure", str(tmp_path / "none.png")]) == 2
+    assert "no trajectory plot" in capsys.readouterr().err and not (tmp_path / "none.png").exists()

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 METRIC_KEYS = {"round", "acc", "pass_at_k", "U_s", "U_v", "G", "U_s_tok", "U_v_tok", "acceptance", "n_selected",
                "ext_used", "eta", "tokens_generated", "seconds", "verifier_auc", "pick_precision", "sample_acc",
-               "U_s_se", "U_v_se"}
+               "U_s_se", "U_v_se", "acc_strict", "acc_flexible"}
 
 
 def train(run_dir: Path, *overrides: str, wait: bool = True) -> subprocess.Popen | subprocess.CompletedProcess:

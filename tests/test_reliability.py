@@ -97,11 +97,11 @@ def test_the_lock_names_its_holder_and_dies_with_it(tmp_path):
         holder.kill()  # SIGKILL: no cleanup runs, the kernel drops the lock
         holder.wait()
     assert (tmp_path / ".lock").read_text().strip() == str(holder.pid)  # a stale lock file of a dead process ...
-    fd = lock_run_dir(tmp_path)  # ... does not block
+    lock = lock_run_dir(tmp_path)  # ... does not block
     try:
         assert (tmp_path / ".lock").read_text().strip() == str(os.getpid())
     finally:
-        os.close(fd)
+        lock.release()
 
 
 @pytest.mark.slow

@@ -82,3 +82,19 @@ def test_app_refuses_a_bad_config_with_exit_2(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.strip() == "sirt.simulate: beta=2: must be in [0, alpha=1.0)"
     assert not (tmp_path / "sim" / "metrics.jsonl").exists()
+
+
+def test_app_logs_a_simulate_run_to_wandb_on_request(tmp_path: Path) -> None:
+    """wandb=true: the simulated rows against round, the fit in the summary, job_type simulate (offline)."""
+    from sirt.runs.wandb_files import offline_runs, read_run
+
+    run = tmp_path / "sim"
+    done = run_app(run, "T=6", "wandb=true")
+    assert done.returncode == 0, done.stderr
+    (path,) = offline_runs(run)
+    logged = read_run(path)
+    assert logged["job_type"] == "simulate" and logged["tags"] == ["mode:dynamics"] and logged["exit_code"] == 0
+    assert [row["round"] for row in logged["history"]] == list(range(7))
+    assert "fit/status" in logged["summary"] and logged["summary"]["plots/trajectories"]["_type"] == "image-file"
+    assert run_app(tmp_path / "plain", "T=6").returncode == 0
+    assert not (tmp_path / "plain" / "wandb").exists()  # off by default

@@ -34,3 +34,14 @@ def test_sweep_reports_failed_jobs_and_compares_the_rest(tmp_path, cache_dir):
                                                                      ("uniform", 4)]
     assert summary["status"] == "ok" and summary["prop_5_1"] in ("consistent", "violated")
     assert (sweep / "compare.md").read_text().count("\n|") >= 5 and (sweep / "compare.png").stat().st_size > 0
+
+
+def test_a_sweeping_experiment_without_m_is_refused(tmp_path):
+    """experiment=tf_vs_qe_tiny sweeps verifier=tf,qe: run without -m it would have run one job silently."""
+    run_dir = tmp_path / "run"
+    cmd = sirt_command("train", "experiment=tf_vs_qe_tiny", *MICRO, "logger=none", f"hydra.run.dir={run_dir}")
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "add -m" in lines[0] and "verifier=tf,qe" in lines[0], lines
+    assert not (run_dir / "state.json").exists() and not (run_dir / "metrics.jsonl").exists()

@@ -20,7 +20,9 @@ from sirt.config.schema import Config
 from sirt.loop.checks import validated
 from sirt.models.load import char_tokenizer
 from sirt.models.prompts import solver_prompt, verifier_schema
+from sirt.stages.evaluation import harness_accuracy
 from sirt.tasks import prontoqa
+from sirt.tasks.answers import flexible_match, strict_match
 from sirt.tasks.benchmarks import DatasetUnavailable
 from sirt.tasks.problem import Problem
 from sirt.tasks.registry import is_correct, load_splits
@@ -149,6 +151,28 @@ def gsm8k(gold: str) -> Problem:
 ])
 def test_gsm8k_checker_hard_cases(response, gold, ok):
     assert is_correct(response, gsm8k(gold)) is ok
+
+
+GRADING = [json.loads(line) for line in (FIXTURES / "gsm8k_grading.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("case", GRADING, ids=[c["why"] for c in GRADING])
+def test_gsm8k_rule_grades_the_fixture_as_a_careful_grader(case):
+    """42 responses written for the project (headings, self-corrections, expressions, negations, markup),
+    each with a careful grader's verdict; lm-eval's two filters graded by their own definitions."""
+    problem = gsm8k(case["gold"])
+    assert is_correct(case["response"], problem) is case["ok"]
+    assert strict_match(case["response"], problem) is case["strict"]
+    assert flexible_match(case["response"], problem) is case["flexible"]
+
+
+def test_harness_metrics_sit_beside_acc():
+    """acc_strict and acc_flexible for #### tasks (the organism's included); none for other kinds."""
+    test = [gsm8k("18"), gsm8k("8"), Problem("q", "3+5 #### 8", 1)]
+    responses = ["#### 18.00", "The answer is 5 + 3 = 8.", "3+5 #### 8"]
+    assert harness_accuracy(responses, test) == {"acc_strict": pytest.approx(1 / 3),
+                                                 "acc_flexible": pytest.approx(2 / 3)}
+    assert harness_accuracy(["#### True"], [Problem("q", "#### True", 1, kind="truefalse")]) == {}
 
 
 def math_problem(boxed: str) -> Problem:

@@ -179,6 +179,7 @@ def test_compare_logs_its_table_verdict_and_plot_to_wandb_in_the_sweeps_group(tm
     sweep = tmp_path / "multirun" / "2026-03-04" / "05-06-07"
     for num, (schedule, final) in enumerate([("none", 0.40), ("early", 0.50), ("late", 0.48)]):
         write_job(sweep, num, schedule, 0, [0.3, 0.35, final])
+        (sweep / str(num) / "wandb_id").write_text(f"job{num}\n")
     result = subprocess.run(sirt_command("compare", str(sweep)), cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -186,6 +187,8 @@ def test_compare_logs_its_table_verdict_and_plot_to_wandb_in_the_sweeps_group(tm
     run = read_run(path)
     assert run["group"] == "2026-03-04_05-06-07" and run["job_type"] == "compare" and run["project"] == "sirt"
     assert run["exit_code"] == 0
+    assert run["config"]["run_data"] == ["run-data-job0", "run-data-job1", "run-data-job2"]  # its inputs, named
+    assert run["tags"] == ["schedule:early", "schedule:late", "schedule:none"]
     (row,) = run["history"]
     jobs = row["compare/jobs"]
     assert jobs["_type"] == "table-file" and jobs["nrows"] == 3
@@ -226,3 +229,82 @@ def test_dashboard_is_a_dry_run_by_itself_offline(tmp_path, monkeypatch, capsys)
     layout = json.loads((tmp_path / "dashboard.json").read_text())
     assert layout["project"] == "p" and layout["group"] == "g"
     assert [p["metrics"] for p in layout["sections"][1]["panels"][:2]] == [["acc_level/1"], ["acc_level/2"]]
+
+
+def finished_run(run_dir: Path, timeout: float = 60) -> dict:
+    """The run's offline file once W&B's service has written its exit record (finish() returns before)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        run = read_run(offline_runs(run_dir)[0])
+        if run["exit_code"] is not None:
+            return run
+        time.sleep(0.2)
+    raise AssertionError(f"W&B never finished writing {offline_runs(run_dir)}")
+
+
+def micro_tracker(run_dir: Path, monkeypatch, *overrides: str):
+    """A train run's Tracker on the micro config, offline, its artifact staging inside the test's folder."""
+    from sirt.config.compose import compose
+    from sirt.config.validate import validate
+    from sirt.runs.tracker import Tracker
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DATA_DIR", str(run_dir.parent / "wandb-data"))
+    config = validate(compose(*MICRO, *overrides))
+    return Tracker(config.logger, config, run_dir, None, "job"), config
+
+
+@pytest.mark.parametrize("log_adapters", [True, False])
+def test_train_runs_carry_job_type_tags_and_round_adapters(tmp_path, monkeypatch, log_adapters):
+    """job_type train, tags naming model/dataset/schedule/verifier; a round's LoRA adapter as a model artifact
+    only with logger.log_adapters (read back from the offline file)."""
+    run_dir = tmp_path / "run"
+    adapter = run_dir / "rounds" / "1" / "adapter"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text("{}")
+    tracker, config = micro_tracker(run_dir, monkeypatch, f"logger.log_adapters={str(log_adapters).lower()}")
+    tracker.log_round({"round": 1, "acc": 0.5}, [])
+    tracker.finish()
+    run = finished_run(run_dir)
+    assert run["job_type"] == "train"
+    assert run["tags"] == ["model:tiny", "dataset:arithmetic", f"schedule:{config.schedule.name}",
+                           f"verifier:{config.verifier.method}"]
+    models = [a for a in run["artifacts"] if a["type"] == "model"]
+    if not log_adapters:
+        assert models == []
+        return
+    (model,) = models
+    assert model["name"] == f"adapter-{run['id']}" and "round-1" in model["aliases"]
+    assert model["files"] == ["adapter_config.json"]
+
+
+def test_the_levels_plot_reaches_the_wandb_summary(tmp_path, monkeypatch):
+    from sirt.loop.trainer import wrap_up
+    from sirt.runs.rundir import RunDir
+
+    run_dir = tmp_path / "run"
+    rows = [{"round": t, "acc": 0.2 * t, "acc_level": {"1": 0.3, "2": 0.1 * t},
+             "acceptance_level": {"1": 0.5, "2": 0.2}, "n_selected_level": {"1": 2, "2": t}} for t in range(3)]
+    for row in rows:
+        RunDir(run_dir).commit_round(row["round"], row, [], {})
+    tracker, config = micro_tracker(run_dir, monkeypatch, "fit.enabled=false")
+    wrap_up(RunDir(run_dir), config, tracker, "job")
+    run = finished_run(run_dir)
+    assert (run_dir / "plots" / "levels.png").stat().st_size > 0
+    assert run["summary"]["plots/levels"]["_type"] == "image-file"
+
+
+def test_the_curriculum_run_has_its_job_type_table_and_figure(tmp_path, monkeypatch):
+    """sirt.curriculum SWEEP_DIR logs a W&B run of job_type curriculum in the sweep's group (offline)."""
+    from sirt import curriculum
+    from tests.test_curriculum import write_curriculum_sweep
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
+    sweep = write_curriculum_sweep(tmp_path / "multirun" / "2026-03-04" / "05-06-07")
+    curriculum.main([str(sweep)])
+    run = finished_run(sweep)
+    assert run["job_type"] == "curriculum" and run["group"] == "2026-03-04_05-06-07"
+    assert run["tags"] == ["curriculum:easy_to_hard", "curriculum:mixture"]
+    (row,) = run["history"]
+    assert row["curriculum/jobs"]["nrows"] == 3 and row["curriculum/plot"]["_type"] == "image-file"

@@ -196,8 +196,6 @@ class TeacherSchema:
     concurrency: int
     timeout: float
     retries: int
-    backoff: float
-    max_wait: float
 
 
 @dataclass
@@ -229,6 +227,7 @@ class LoggerSchema:
     table_rows: int
     system_stats: bool
     stats_interval: float
+    log_adapters: bool
 
 
 @dataclass

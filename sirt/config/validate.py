@@ -156,8 +156,6 @@ def check_teacher(raw: dict) -> TeacherSchema:
     need(cfg.concurrency >= 1, "concurrency", "must be >= 1 (requests in flight at once)")
     need(cfg.timeout > 0, "timeout", "seconds per request, must be > 0")
     need(cfg.retries >= 0, "retries", "must be >= 0 (0 = one try)")
-    need(cfg.backoff >= 0, "backoff", "seconds, must be >= 0")
-    need(cfg.max_wait >= 0, "max_wait", "seconds, must be >= 0")
     return cfg
 
 

@@ -94,18 +94,21 @@ def one_round(t: int, model, tokenizer, verifier: Verifier, problems: list[Probl
         records = select(prompts, problems, samples, scores, config.verifier.sigma)
     with clock("eval"):
         questions = [solver_prompt(p.question, tokenizer, config) for p in test]
-        greedy = generate(t, model, tokenizer, questions, gen, world, seed, n=1, greedy=True, desc="eval")
-        correct = [is_correct(g[0].text, p) for g, p in zip(greedy, test)]
-    return measurements(records, samples, correct, test, gen.pass_k, probe_err), records
+        greedy = [g[0].text for g in generate(t, model, tokenizer, questions, gen, world, seed, n=1, greedy=True,
+                                              desc="eval")]
+    return measurements(records, samples, greedy, test, gen.pass_k, probe_err), records
 
 
-def measurements(records: list[SelectionRecord], samples: list[list[Sample]], correct: list[bool],
+def measurements(records: list[SelectionRecord], samples: list[list[Sample]], greedy: list[str],
                  test: list[Problem], pass_k: list[int], probe_err: float) -> dict:
-    """What a round measures of model_t: accuracy, pass@k, U_s, U_v, G, acceptance, the verifier's quality."""
+    """What a round measures of model_t: accuracy (of the greedy answers to the test questions), pass@k,
+    U_s, U_v, G, acceptance, the verifier's quality."""
+    correct = [is_correct(text, p) for text, p in zip(greedy, test)]
     gap = solver_verifier_gap(samples, [row[r["verifier_choice"]] for row, r in zip(samples, records)])
     levels, picked = [r["level"] for r in records], [r["pick"] is not None for r in records]
     return {
         "acc": evaluation.accuracy(correct),
+        **evaluation.harness_accuracy(greedy, test),  # acc_strict, acc_flexible
         "acc_level": evaluation.level_accuracy(correct, [p.level for p in test]),
         "acceptance_level": evaluation.level_accuracy(picked, levels),
         "n_selected_level": {str(lv): sum(p for p, lvl in zip(picked, levels) if lvl == lv)

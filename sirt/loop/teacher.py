@@ -3,24 +3,18 @@
 A teacher answers the dataset's questions, never the student's prompts: those carry the
 student's chat template and special tokens, which mean nothing to another model. A teacher is
 either a model sirt loads itself (any ``model`` config, posed with its own tokenizer) or an
-OpenAI-compatible HTTP server: ``/chat/completions`` by default, the legacy ``/completions`` on
-request. Requests run a few at a time, each with a timeout; dropped connections, timeouts and
-408/429/5xx are retried with exponential backoff (a ``Retry-After`` is honoured, up to
-``max_wait``), and giving up is one InputError that names the URL and the last status.
+OpenAI-compatible HTTP server, asked through the ``openai`` client (``pip install -e '.[teacher]'``):
+``/chat/completions`` by default, the legacy ``/completions`` on request. Requests run
+``concurrency`` at a time, each with the client's ``timeout``; the client retries dropped connections,
+timeouts and 408/409/429/5xx ``retries`` times (exponential backoff from 0.5 s up to 8 s, a server's
+``Retry-After`` of up to 2 minutes honoured), and giving up is one InputError naming the URL and the
+last status. The first failure cancels the requests still in flight or waiting.
 """
 
 from __future__ import annotations
 
-import http.client
-import json
+import asyncio
 import os
-import threading
-import urllib.error
-import urllib.request
-from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
-from email.message import Message
-from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 from sirt.config.errors import ConfigError, InputError
@@ -29,8 +23,6 @@ from sirt.config.validate import check_teacher
 from sirt.loop.organism import load_model
 from sirt.models.prompts import pose, user_turn
 from sirt.stages.generation import sample
-
-RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})  # statuses that say "later", not "never"
 
 
 class Teacher(Protocol):
@@ -52,37 +44,25 @@ class ModelTeacher:
         return [row[0].text for row in out]
 
 
-def retry_after(headers: Message | None) -> float | None:
-    """Seconds a ``Retry-After`` header asks for (delta-seconds or an HTTP date); None if absent or unreadable."""
-    value = headers.get("Retry-After") if headers is not None else None
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    when = when if when.tzinfo else when.replace(tzinfo=UTC)
-    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
-
-
 class HTTPTeacher:
-    """Greedy replies of an OpenAI-compatible server; the API key is read from the environment."""
+    """Greedy replies of an OpenAI-compatible server through the ``openai`` client; the API key is read
+    from the environment (``api_key_env``; a placeholder when unset, for servers that need none)."""
 
     def __init__(self, cfg: TeacherSchema, dataset: DatasetSchema):
         if not cfg.base_url:
             raise ConfigError("external.teacher.base_url: an http teacher needs a base URL")
-        self.cfg, self.dataset = cfg, dataset
+        try:
+            import openai
+        except ImportError:
+            raise InputError("external.teacher.kind=http asks the server through the openai client: "
+                             "pip install -e '.[teacher]'") from None
+        self.cfg, self.dataset, self.openai = cfg, dataset, openai
         self.url = cfg.base_url.rstrip("/") + ("/chat/completions" if cfg.endpoint == "chat" else "/completions")
 
     def body(self, question: str) -> dict[str, Any]:
         """The request for one question: the dataset's user turn (chat) or plain template (completions)."""
         body: dict[str, Any] = {"max_tokens": self.cfg.max_tokens, "temperature": 0}
-        if self.cfg.model_name:
-            body["model"] = self.cfg.model_name
+        body["model"] = self.cfg.model_name or self.openai.omit  # omitted: the server's default model
         if self.cfg.endpoint == "chat":
             wrapped = user_turn(self.dataset, question)
             body["messages"] = wrapped if self.cfg.wrap else [{"role": "user", "content": question}]
@@ -90,65 +70,70 @@ class HTTPTeacher:
             body["prompt"] = self.dataset.prompt_template.format(question=question) if self.cfg.wrap else question
         return body
 
-    def _post(self, body: dict[str, Any]) -> str:
-        """One request; the reply's text, or InputError for a reply that no retry would fix."""
-        headers = {"Content-Type": "application/json"}
-        if key := os.environ.get(self.cfg.api_key_env):
-            headers["Authorization"] = f"Bearer {key}"
-        request = urllib.request.Request(self.url, json.dumps(body).encode(), headers, method="POST")
-        with urllib.request.urlopen(request, timeout=self.cfg.timeout) as response:
-            raw = response.read()
+    def client(self):
+        """A client with the run's timeout and retries (the client's own backoff and Retry-After handling)."""
+        return self.openai.AsyncOpenAI(base_url=self.cfg.base_url, api_key=os.environ.get(self.cfg.api_key_env) or "-",
+                                       timeout=self.cfg.timeout, max_retries=self.cfg.retries)
+
+    async def _post(self, client, body: dict[str, Any]) -> str:
+        """One question's reply text, or InputError for a reply that is not a completion."""
+        endpoint = client.chat.completions if self.cfg.endpoint == "chat" else client.completions
+        raw = await endpoint.with_raw_response.create(**body)
         try:
-            choice = json.loads(raw)["choices"][0]
-            text = choice["message"]["content"] if self.cfg.endpoint == "chat" else choice["text"]
-        except (ValueError, KeyError, IndexError, TypeError):
+            choice = raw.parse().choices[0]
+            text = choice.message.content if self.cfg.endpoint == "chat" else choice.text
+        except (AttributeError, IndexError, TypeError, ValueError):
             text = None
         if not isinstance(text, str):
-            raise InputError(f"external.teacher: malformed reply from {self.url}: {raw[:200]!r}")
+            raise InputError(f"external.teacher: malformed reply from {self.url}: {raw.http_response.text[:200]!r}")
         return text
 
-    def _wait(self, attempt: int, asked: float | None) -> float:
-        """Seconds before retry ``attempt + 1``: what the server asked for, else exponential backoff; capped."""
-        return min(asked if asked is not None else self.cfg.backoff * 2.0**attempt, self.cfg.max_wait)
-
-    def _refused(self, err: urllib.error.HTTPError) -> InputError:
-        """The error for a status no retry would fix (401, 404, 400 ...), with the start of the server's reason."""
+    async def _ask(self, client, question: str) -> str:
+        """One question's reply; the client's failures, once it stops retrying, as one InputError."""
+        openai, tries = self.openai, self.cfg.retries + 1
         try:
-            detail = err.read()[:200].decode(errors="replace").replace("\n", " ")
-        except OSError:
-            detail = ""
-        return InputError(f"external.teacher: POST {self.url} answered HTTP {err.code} {err.reason} ({detail})")
-
-    def _ask(self, question: str, stop: threading.Event) -> str:
-        """One question's reply, retried on transient failures; ``stop`` ends the waiting when another failed."""
-        body, tries = self.body(question), self.cfg.retries + 1
-        for attempt in range(tries):
-            try:
-                return self._post(body)
-            except urllib.error.HTTPError as err:
-                if err.code not in RETRYABLE:
-                    raise self._refused(err) from None
-                failure, asked = f"HTTP {err.code} {err.reason}", retry_after(err.headers)
-                err.close()
-            except (OSError, http.client.HTTPException) as err:  # refused, reset, timed out, cut short
-                failure, asked = f"{type(err).__name__}: {getattr(err, 'reason', err)}", None
-            if attempt + 1 < tries and stop.wait(self._wait(attempt, asked)):
-                break
+            return await self._post(client, self.body(question))
+        except openai.APIStatusError as err:
+            status = f"HTTP {err.status_code} {err.response.reason_phrase}"
+            if err.status_code in (408, 409, 429) or err.status_code >= 500:
+                failure = status
+            else:  # a refusal no retry would fix (401, 404, 400 ...): the start of the server's reason
+                detail = err.response.text[:200].replace("\n", " ")
+                raise InputError(f"external.teacher: POST {self.url} answered {status} ({detail})") from None
+        except openai.APITimeoutError:
+            failure = f"TimeoutError: no reply within {self.cfg.timeout} s"
+        except openai.APIConnectionError as err:  # refused, reset, cut short
+            cause = root_cause(err)
+            failure = f"{type(cause).__name__}: {cause}"
         raise InputError(f"external.teacher: POST {self.url} gave up after {tries} tries, last: {failure}")
 
-    def respond(self, questions: list[str]) -> list[str]:
-        """Replies in the order of ``questions``, ``concurrency`` requests at a time; the first failure stops all."""
-        if not questions:
-            return []
-        stop = threading.Event()
-        with ThreadPoolExecutor(min(self.cfg.concurrency, len(questions)), thread_name_prefix="teacher") as pool:
-            futures = [pool.submit(self._ask, q, stop) for q in questions]
+    async def _all(self, questions: list[str]) -> list[str]:
+        """Replies in order, ``concurrency`` requests at a time; the first failure cancels the rest."""
+        limit = asyncio.Semaphore(self.cfg.concurrency)
+        async with self.client() as client:
+            async def one(question: str) -> str:
+                async with limit:
+                    return await self._ask(client, question)
+
+            tasks = [asyncio.ensure_future(one(q)) for q in questions]
             try:
-                return [f.result() for f in futures]
-            except BaseException:  # an error or a signal: no new requests, no more waiting
-                stop.set()
-                pool.shutdown(wait=False, cancel_futures=True)
+                return list(await asyncio.gather(*tasks))
+            except BaseException:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
                 raise
+
+    def respond(self, questions: list[str]) -> list[str]:
+        """Replies in the order of ``questions``."""
+        return asyncio.run(self._all(questions)) if questions else []
+
+
+def root_cause(err: BaseException) -> BaseException:
+    """The innermost error under the client's wrappers (a ConnectionRefusedError under "Connection error.")."""
+    while (inner := err.__cause__ or err.__context__) is not None:
+        err = inner
+    return err
 
 
 def make_teacher(raw: dict, dataset: DatasetSchema, generation: GenerationSchema, held_out: set[str]) -> Teacher:

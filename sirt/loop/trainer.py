@@ -197,15 +197,21 @@ class Trainer:
     # --- the end ------------------------------------------------------------------------------------------
 
     def wrap_up(self) -> list[dict]:
-        """The end of a run, or all a rerun of a finished run does (rank 0): the levels plot, the fitting
-        callback, the tracker with the run's files as an artifact."""
-        if self.world.main:
-            plot_levels(self.run.metrics(), self.run.root / "plots" / "levels.png", self.job_name)
-            fit_callback(self.run.root, self.config, self.tracker)
-            self.tracker.log_run_data(self.run)
-        self.tracker.finish()
-        log.info("done: %s", self.run.root)
-        return self.run.metrics()
+        return wrap_up(self.run, self.config, self.tracker, self.job_name, self.world.main)
+
+
+def wrap_up(run: RunDir, config: Config, tracker: Tracker, job_name: str, main: bool = True) -> list[dict]:
+    """The end of a run, or all a rerun of a finished run does (rank 0): the levels plot, the fitting
+    callback, the tracker with the run's files as an artifact."""
+    if main:
+        levels = plot_levels(run.metrics(), run.root / "plots" / "levels.png", job_name)
+        if levels is not None:
+            tracker.summarize({}, [levels])  # plots/levels in the W&B summary, beside the fit's plots
+        fit_callback(run.root, config, tracker)
+        tracker.log_run_data(run)
+    tracker.finish()
+    log.info("done: %s", run.root)
+    return run.metrics()
 
 
 def run(config: Config, run_dir: Path, job_name: str) -> list[dict]:

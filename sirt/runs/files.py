@@ -1,13 +1,25 @@
-"""Atomic file writes and JSONL: every file of a run directory goes through here."""
+"""Atomic file writes, JSONL and markdown tables: every file of a run directory goes through here."""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from sirt.config.errors import InputError
+
+
+def markdown_table(columns: Sequence[str], rows: Iterable[Sequence[Any]],
+                   fmt: Callable[[Any], str] = str) -> list[str]:
+    """A GitHub markdown table's lines: the header, its rule, one line per row (cells through ``fmt``; a ``|``
+    inside a cell escaped, so a value cannot split its row)."""
+    def cell(value: Any) -> str:
+        return (value if isinstance(value, str) else fmt(value)).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -30,6 +30,8 @@ class MetricsRow(TypedDict, total=False):
 
     round: int
     acc: float  # greedy accuracy on the test split
+    acc_strict: float  # ... by lm-eval's gsm8k strict-match (tasks answered by "#### n" only)
+    acc_flexible: float  # ... by lm-eval's gsm8k flexible-extract
     acc_level: dict[str, float]  # ... per difficulty level
     acceptance_level: dict[str, float]  # share of prompts with a pick, per level
     n_selected_level: dict[str, int]

@@ -12,13 +12,13 @@ for the life of the run. A file that cannot be read (a damaged ``state.json`` or
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 
 from sirt.config.errors import InputError
@@ -90,26 +90,35 @@ class RunDir:
                 shutil.rmtree(path, ignore_errors=True)
 
 
-def lock_run_dir(root: Path) -> int:
-    """Hold ``<root>/.lock`` (``fcntl.flock``) so that no second process works in the run directory.
+HELD: dict[Path, FileLock] = {}
+"""The run-directory locks this process took (by lock file), so that none is released by garbage collection."""
 
-    Returns the lock's file descriptor: closing it, or the end of the process however it ends,
-    releases the lock (the kernel drops it), so a lock file left by a dead process never blocks.
-    The file holds the holder's pid, which the refusal names.
+
+def lock_run_dir(root: Path) -> FileLock:
+    """Hold ``<root>/.lock`` (filelock's native lock: ``flock`` on Unix) so that no second process works in
+    the run directory.
+
+    Returns the held lock: releasing it, or the end of the process however it ends, frees it (the kernel
+    drops it), so a lock file left by a dead process never blocks; dropping the object does not (it is kept
+    in ``HELD``). The file holds the holder's pid, which the refusal names; it is kept on release
+    (``preserve_lock_file``).
     """
     root.mkdir(parents=True, exist_ok=True)
     path = root / ".lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+
+    def mark(fd: int) -> None:  # the holder's pid, written while the lock is held
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+    lock = FileLock(path, timeout=0, thread_local=False, preserve_lock_file=True, on_acquired=mark)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
+        lock.acquire()
+    except Timeout:
+        holder = path.read_text(errors="replace").strip() or "unknown"
         raise InputError(f"{root} is in use by another run (pid {holder}, lock {path}); wait for it to end or "
                          "choose another hydra.run.dir") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
+    HELD[path] = lock  # filelock releases a lock it collects; this one lives until release() or the process
+    return lock
 
 
 HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")

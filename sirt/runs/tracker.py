@@ -58,6 +58,8 @@ class Tracker:
             entity=cfg.entity,
             group=cfg.group,
             name=name,
+            job_type="train",
+            tags=run_tags(config),
             mode=cfg.mode,
             dir=str(run_dir),
             id=run_id,
@@ -99,6 +101,18 @@ class Tracker:
             table.add_data(row["round"], s["question"], s["samples"][j], s["scores"][j], s["correct"][j],
                            s["pick"] is not None)
         self.run.log({**flatten(row), "selections": table})
+        self.log_adapter(row["round"])
+
+    def log_adapter(self, t: int) -> None:
+        """Round t's LoRA adapter (``rounds/<t>/adapter``) as a version of the ``model`` artifact
+        ``adapter-<id>``, alias ``round-<t>``; only with ``logger.log_adapters`` (an 8B model's is ~100 MB)."""
+        path = RunDir(self.root).adapter_dir(t)
+        if self.run is None or self.cfg.mode == "disabled" or not self.cfg.log_adapters or not path.is_dir():
+            return
+        artifact = self.wandb.Artifact(f"adapter-{self.run.id}", type="model", metadata={"round": t},
+                                       description=f"sirt: the LoRA adapter (PEFT) that trained round {t}")
+        artifact.add_dir(str(path))
+        self.run.log_artifact(artifact, aliases=[f"round-{t}"])
 
     def summarize(self, summary: dict[str, Any], images: list[Path] = ()) -> None:
         """Summary values, and images in the summary (``plots/<name>``): history holds rounds only."""
@@ -140,6 +154,28 @@ class Tracker:
             self.run = None
 
 
+def command_run(job_type: str, directory: Path, name: str, *, project: str = "sirt", entity: str | None = None,
+                group: str | None = None, mode: str = "offline", config: dict[str, Any] | None = None,
+                tags: list[str] = ()):
+    """The W&B run of a command other than sirt.train (``compare``, ``curriculum``, ``simulate``): its files in
+    ``directory/wandb``, offline unless told, no system metrics (the command takes seconds)."""
+    import wandb
+
+    return wandb.init(project=project, entity=entity, group=group, job_type=job_type, name=name, dir=str(directory),
+                      mode=mode, config=config or {}, tags=list(tags),
+                      settings=wandb.Settings(silent=True, x_disable_stats=True))
+
+
+def run_tags(config: Config) -> list[str]:
+    """A run's W&B tags: what tells runs apart at a glance (model, dataset, schedule, verifier)."""
+    model = config.model.name
+    if model == "hf" and config.model.name_or_path:  # any hub model: its own name
+        model = Path(config.model.name_or_path).name
+    tags = {"model": model, "dataset": config.dataset.name, "schedule": config.schedule.name,
+            "verifier": config.verifier.method}
+    return [f"{key}:{value}"[:64] for key, value in tags.items()]  # W&B's limit: 64 characters a tag
+
+
 def flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """A metrics row with nested dicts as ``parent/child`` keys (``acc_level/3``, ``seconds/train``)."""
     flat: dict[str, Any] = {}
@@ -160,6 +196,34 @@ def sweep_group(sweep_dir: str | Path, experiment: str | None = None) -> str:
     if re.fullmatch(r"\d{4}-\d{2}-\d{2}", path.parent.name) and re.fullmatch(r"\d{2}-\d{2}-\d{2}", name):
         name = f"{path.parent.name}_{name}"
     return f"{experiment}_{name}" if experiment else name
+
+
+def job_order(job_dir: Path) -> tuple[bool, int, str]:
+    """Hydra's job numbers in numeric order (0, 1, ..., 10), other folders after them."""
+    return not job_dir.name.isdigit(), len(job_dir.name), job_dir.name
+
+
+def group_of(sweep_dir: Path) -> str:
+    """The W&B group the sweep's jobs logged to: their ``logger.group`` if one was set, else the name
+    :func:`sweep_group` made from the sweep dir and the experiment (``experiment=NAME``, or
+    ``+experiments=NAME`` in a sweep run before experiments became the ``conf/experiment`` group)."""
+    experiment = None
+    for job in sorted(filter(Path.is_dir, sweep_dir.iterdir()), key=job_order):
+        hydra_dir = job / ".hydra"
+        if not (hydra_dir / "config.yaml").exists():
+            continue
+        group = OmegaConf.select(OmegaConf.load(hydra_dir / "config.yaml"), "logger.group", default=None)
+        if group:
+            return str(group)
+        if (hydra_dir / "hydra.yaml").exists():
+            choices = OmegaConf.select(OmegaConf.load(hydra_dir / "hydra.yaml"), "hydra.runtime.choices") or {}
+            experiment = choices.get("experiment") or choices.get("experiments")
+        elif (hydra_dir / "overrides.yaml").exists():
+            overrides = OmegaConf.to_container(OmegaConf.load(hydra_dir / "overrides.yaml"))
+            experiment = next((o.split("=", 1)[1] for o in overrides
+                               if o.startswith(("experiment=", "+experiment=", "+experiments="))), None)
+        break
+    return sweep_group(sweep_dir, experiment)
 
 
 def quiet_third_party() -> None:

@@ -80,15 +80,15 @@ def history(paths: str | Path | Iterable[str | Path]) -> list[dict[str, Any]]:
 
 
 def read_run(path: str | Path) -> dict[str, Any]:
-    """One ``.wandb`` file as a dict: id, project, group, job_type, name, config, history, summary,
-    exit_code (None when the run never finished), artifacts (name, type, files) and n_stats (system
-    metric samples)."""
+    """One ``.wandb`` file as a dict: id, project, group, job_type, name, tags, config, history, summary,
+    exit_code (None when the run never finished), artifacts (name, type, aliases, files) and n_stats
+    (system metric samples)."""
     run: dict[str, Any] = {"history": [], "summary": {}, "exit_code": None, "artifacts": [], "n_stats": 0}
     for r in records(path):
         kind = r.WhichOneof("record_type")
         if kind == "run":
             run.update(id=r.run.run_id, project=r.run.project, group=r.run.run_group, job_type=r.run.job_type,
-                       name=r.run.display_name, config=_items(r.run.config.update, {}))
+                       name=r.run.display_name, config=_items(r.run.config.update, {}), tags=list(r.run.tags))
         elif kind == "history":
             run["history"].append(_items(r.history.item, {}))
         elif kind == "summary":
@@ -99,6 +99,7 @@ def read_run(path: str | Path) -> dict[str, Any]:
             run["exit_code"] = r.exit.exit_code
         elif kind == "artifact":
             run["artifacts"].append({"name": r.artifact.name, "type": r.artifact.type,
+                                     "aliases": list(r.artifact.aliases),
                                      "files": sorted(e.path for e in r.artifact.manifest.contents)})
         elif kind == "stats":
             run["n_stats"] += 1

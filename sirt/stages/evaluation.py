@@ -1,5 +1,9 @@
 """Evaluation: greedy accuracy on the test split and pass@k from the N samples.
 
+Beside ``acc`` (the task's own checker), tasks whose answers end in ``#### <number>`` get
+lm-evaluation-harness's GSM8K metrics (``acc_strict``, ``acc_flexible``), to set a run against
+published numbers.
+
 pass@k uses the unbiased estimator of Chen et al. (2021): with c correct among n samples,
 ``pass@k = 1 - C(n-c, k) / C(n, k)``, averaged over prompts.
 """
@@ -8,6 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from math import comb
+
+from sirt.tasks.answers import HARNESS, HARNESS_KINDS
+from sirt.tasks.problem import Problem
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -35,3 +42,10 @@ def accuracy(correct: Sequence[bool]) -> float:
 def level_accuracy(correct: Sequence[bool], levels: Sequence[int]) -> dict[str, float]:
     """Accuracy per difficulty level; keys are str(level) for JSON."""
     return {str(lvl): accuracy([c for c, lv in zip(correct, levels) if lv == lvl]) for lvl in sorted(set(levels))}
+
+
+def harness_accuracy(responses: Sequence[str], problems: Sequence[Problem]) -> dict[str, float]:
+    """lm-eval's strict-match and flexible-extract accuracies of greedy responses; {} for other tasks."""
+    if not problems or any(p.kind not in HARNESS_KINDS for p in problems):
+        return {}
+    return {name: accuracy([match(r, p) for r, p in zip(responses, problems)]) for name, match in HARNESS.items()}

@@ -60,6 +60,37 @@ def plot_trajectories(fits: RunFits, path: Path, title: str) -> Path | None:
     return path
 
 
+def plot_pass_at_k(rows: list[dict], path: Path, title: str) -> Path | None:
+    """pass@K against K for every round (round 0 and the last bold), and the change from round 0 to the last:
+    paper 1's Pass@K ablation (self-improvement raises pass@K at small K and can lower it at large K).
+    None when the run measured fewer than three K."""
+    measured = [(int(row["round"]), {int(k): v for k, v in row["pass_at_k"].items()}) for row in rows
+                if isinstance(row.get("pass_at_k"), dict) and len(row["pass_at_k"]) >= 3]
+    if not measured:
+        return None
+    ks = sorted(measured[0][1])
+    colors = colormaps["viridis"].resampled(max(len(measured), 2))
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    curves, change = fig.subplots(1, 2)
+    for i, (t, values) in enumerate(measured):
+        ends = i in (0, len(measured) - 1)
+        curves.plot(ks, [values.get(k, np.nan) for k in ks], "o-" if ends else "-", color=colors(i),
+                    lw=2.2 if ends else 0.8, alpha=1.0 if ends else 0.6, label=f"round {t}" if ends else None)
+    (t0, first), (t1, last) = measured[0], measured[-1]
+    delta = [last.get(k, np.nan) - first.get(k, np.nan) for k in ks]
+    change.bar(range(len(ks)), delta, color=["tab:green" if d >= 0 else "tab:red" for d in delta])
+    change.axhline(0.0, color="black", lw=0.8)
+    change.set_xticks(range(len(ks)), [str(k) for k in ks])
+    curves.set_xscale("log", base=2)
+    curves.set_xticks(ks, [str(k) for k in ks])
+    curves.set(title="pass@K against K, every round", xlabel="K", ylabel="pass@K", ylim=(0, 1.02))
+    curves.legend(fontsize="small")
+    change.set(title=f"change from round {t0} to round {t1}", xlabel="K", ylabel="Δ pass@K")
+    fig.suptitle(f"{title}: pass@K (unbiased estimator over the N samples)")
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
 def plot_dG_vs_G(fit: Fit, path: Path, title: str) -> Path | None:
     """Finite-difference dG/dt against G with the linear fit Section 3 predicts."""
     if fit.result is None:

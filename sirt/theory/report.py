@@ -140,8 +140,10 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def fit_run(run_dir: str | Path, forecast_k: int = 5, make_plots: bool = True) -> dict[str, Any]:
-    """Fit ``<run_dir>/metrics.jsonl``; write ``fit.json`` and ``plots/*.png``; return the report.
+def fit_run(run_dir: str | Path, forecast_k: int = 5, make_plots: bool = True,
+            title: str | None = None) -> dict[str, Any]:
+    """Fit ``<run_dir>/metrics.jsonl``; write ``fit.json`` and ``plots/*.png`` (titled ``title``, else the
+    run's folder name); return the report.
 
     Raises only when metrics.jsonl cannot be read (FileNotFoundError); bad data of any kind
     becomes a status in the report.
@@ -156,7 +158,10 @@ def fit_run(run_dir: str | Path, forecast_k: int = 5, make_plots: bool = True) -
     report["plots"] = {"status": "skipped: make_plots=False", "files": []}
     if make_plots:
         try:
-            files = plotting.plot_run(fits, run_dir / "plots", title=run_dir.name)
+            title = title or run_dir.name
+            files = plotting.plot_run(fits, run_dir / "plots", title=title)
+            files += [p for p in [plotting.plot_pass_at_k(rows, run_dir / "plots" / "pass_at_k.png", title)]
+                      if p is not None]  # the Pass@K ablation's view, for a run that measured three K or more
             report["plots"] = {"status": "ok", "files": [str(p.relative_to(run_dir)) for p in files]}
         except Exception as exc:  # a broken plot must not lose the fit
             log.exception("plotting failed")
