@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 
 from sirt.config.errors import ConfigError, InputError
 from sirt.config.schema import Config
+from sirt.loop.checks import check_lora_targets
 from sirt.loop.organism import gate_summary, load_model, organism_path, verdict_rows
 from sirt.loop.preflight import require as preflight
 from sirt.loop.round import Stopwatch, one_round, seed_round, train_model
@@ -108,6 +109,8 @@ def run_rounds(config: Config, run_dir: Path, job_name: str) -> list[dict]:
     def load_base():
         return load_model(config.model, config.dataset, held_out)
     model, tokenizer = load_base() if start == 0 else load_pretrained(run.model_dir(start - 1), config.model)
+    if config.trainer.lora:  # a named model's layer names are known once it loads: before any sampling
+        check_lora_targets(model, config.model.lora)
     gate, replay = organism_teaching(config, held_out)
     posed = posed_config(config, tokenizer, shots)  # the rounds' prompts and stops; config itself is the run's id
     if start == 0:  # what a new model can get wrong, before any sampling (random state kept)
