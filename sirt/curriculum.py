@@ -6,25 +6,22 @@ The curricula themselves are in :mod:`sirt.plan.curriculum`.
 
 from __future__ import annotations
 
-import argparse
 from collections import defaultdict
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
+from sirt.config.entry import Parser, refusals
 from sirt.plan.curriculum import plot_levels
-from sirt.runs.files import read_jsonl
+from sirt.runs.rundir import failed_lines, finished_job, no_completed_job, sweep_jobs
 
 
 def summarize_sweep(sweep_dir: Path) -> str:
     """Markdown: curriculum, final accuracy overall and per level, accepted samples per level, of each job;
     draws every job's ``plots/levels.png`` on the way."""
     lines = []
-    for job in sorted(p.parent for p in sweep_dir.glob("*/metrics.jsonl")):
-        rows = read_jsonl(job / "metrics.jsonl")
-        if not rows:
+    for job in sweep_jobs(sweep_dir):
+        if (finished := finished_job(job)) is None:
             continue
-        cfg = OmegaConf.load(job / ".hydra" / "config.yaml")
+        rows, cfg, _ = finished
         plot_levels(rows, job / "plots" / "levels.png", f"{cfg.dataset.name}, {cfg.curriculum.name}")
         final = rows[-1]
         accepted = defaultdict(int)
@@ -35,15 +32,19 @@ def summarize_sweep(sweep_dir: Path) -> str:
         data = " ".join(f"L{lv}={k}" for lv, k in sorted(accepted.items(), key=lambda kv: int(kv[0])))
         lines.append(f"| {job.name} | {cfg.dataset.name} | {cfg.curriculum.name} | {rows[0]['acc']:.3f} | "
                      f"{final['acc']:.3f} | {per_level} | {data} |")
+    if not lines:
+        raise no_completed_job(sweep_dir)
     header = ("| job | dataset | curriculum | acc round 0 | acc final | final acc per level | "
               "accepted samples per level |\n|---|---|---|---|---|---|---|")
-    return "\n".join([header, *lines])
+    return "\n".join([header, *lines, *failed_lines(sweep_dir)])
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m sirt.curriculum", description=summarize_sweep.__doc__)
+    parser = Parser("curriculum", description=summarize_sweep.__doc__)
     parser.add_argument("sweep_dir", type=Path, help="a multirun directory (its jobs hold metrics.jsonl)")
-    print(summarize_sweep(parser.parse_args(argv).sweep_dir))
+    args = parser.parse_args(argv)
+    with refusals("curriculum"):
+        print(summarize_sweep(args.sweep_dir))
 
 
 if __name__ == "__main__":

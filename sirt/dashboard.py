@@ -21,7 +21,6 @@ current directory instead: ``{"sections": [{"name", "panels": [{"title", "metric
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from sirt.config.defaults import default
+from sirt.config.entry import Parser, int_at_least, refuse
 
 FIT_PARAMETERS = ["fit/alpha_p", "fit/beta_p", "fit/delta"]
 FIT_LIMITS = ["fit/U_s_inf", "fit/U_v_inf", "fit/G_inf"]
@@ -109,14 +109,14 @@ def save_workspace(layout: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m sirt.dashboard", description=__doc__.splitlines()[0])
+    parser = Parser("dashboard", description=__doc__.splitlines()[0])
     parser.add_argument("--project", default="sirt", help="W&B project (default: sirt)")
     parser.add_argument("--entity", default=None, help="W&B entity (default: yours)")
     parser.add_argument("--group", default=None, help="show only the runs of this W&B group (a sweep)")
     parser.add_argument("--name", default="sirt", help="the workspace's name (default: sirt)")
-    parser.add_argument("--levels", type=int, nargs="+", default=default("dataset").levels,
+    parser.add_argument("--levels", type=int_at_least(1), nargs="+", default=default("dataset").levels,
                         help="difficulty levels of the per-level panels (default: the arithmetic task's)")
-    parser.add_argument("--pass-k", type=int, nargs="+", default=default("generation").pass_k,
+    parser.add_argument("--pass-k", type=int_at_least(1), nargs="+", default=default("generation").pass_k,
                         help="k of the pass@k panel (default: generation.pass_k's default)")
     parser.add_argument("--dry-run", action="store_true", help="write dashboard.json here; save nothing")
     args = parser.parse_args(argv)
@@ -124,7 +124,10 @@ def main(argv: list[str] | None = None) -> None:
     reason = "--dry-run" if args.dry_run else why_offline()
     if reason:
         path = Path("dashboard.json")
-        path.write_text(json.dumps(layout, indent=2) + "\n")
+        try:
+            path.write_text(json.dumps(layout, indent=2) + "\n")
+        except OSError as err:
+            refuse("dashboard", f"{path.resolve()} cannot be written ({err.strerror})")
         n = sum(len(s["panels"]) for s in layout["sections"])
         print(f"sirt.dashboard: dry run ({reason}): {path.resolve()} ({len(layout['sections'])} sections, {n} panels)")
         return

@@ -80,6 +80,12 @@ def job_label(job: dict[str, Any]) -> str:
     return f"job {job['job']} ({overrides})" if job.get("job") is not None else overrides
 
 
+def no_completed_job(sweep_dir: Path) -> InputError:
+    """The refusal of a sweep none of whose jobs committed a round, naming the failed ones."""
+    failed = "".join(f"; {job_label(job)} failed: {job.get('error')}" for job in failed_jobs(sweep_dir))
+    return InputError(f"no job of {sweep_dir} has a committed round{failed}")
+
+
 def failed_lines(sweep_dir: Path) -> list[str]:
     """Markdown lines that list a sweep's failed jobs by name (none when every job completed)."""
     failed = failed_jobs(sweep_dir)
