@@ -32,7 +32,6 @@ import dataclasses
 import json
 import logging
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +44,7 @@ from omegaconf.errors import OmegaConfBaseException
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from sirt.config.entry import HydraCommand, refusals
 from sirt.config.errors import ConfigError
 from sirt.config.schema import Config
 from sirt.loop.checks import validated
@@ -297,17 +297,18 @@ def bench(config: Config, b: BenchSchema, run_dir: Path, overrides: list[str]) -
     }
 
 
+COMMAND = HydraCommand("bench")
+
+
 @hydra.main(version_base=None, config_path="../conf", config_name="bench")
 def main(cfg: DictConfig) -> None:
-    try:
-        config, b = split_config(cfg)
-    except ConfigError as err:
-        print(f"sirt.bench: config error: {err}", file=sys.stderr)
-        sys.exit(2)
-    quiet_third_party()
+    COMMAND.started()
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    report = bench(config, b, run_dir, list(hydra_cfg.overrides.task))
+    with refusals("bench"):
+        config, b = split_config(cfg)
+        quiet_third_party()
+        report = bench(config, b, run_dir, list(hydra_cfg.overrides.task))
     write_atomic(run_dir / "bench.json", json.dumps(report, indent=2))
     tables = summary_tables(report)
     write_atomic(run_dir / "bench.md", tables)
@@ -316,4 +317,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    COMMAND.run(main)

@@ -13,7 +13,6 @@ the sweep's group, beside the jobs' runs (``--no-wandb`` skips it).
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -26,8 +25,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from omegaconf import DictConfig, OmegaConf
 
+from sirt.config.entry import Parser, refusals
 from sirt.runs.files import markdown_table, write_atomic
-from sirt.runs.rundir import finished_job
+from sirt.runs.rundir import failed_jobs, failed_lines, finished_job, no_completed_job, sweep_jobs
 from sirt.runs.tracker import command_run, group_of, job_order
 
 
@@ -174,12 +174,15 @@ def plot(jobs: list[dict[str, Any]], path: Path) -> None:
 
 
 def compare(sweep_dir: Path, tolerance: float = 0.03) -> dict[str, Any]:
-    jobs = [s for d in sorted(filter(Path.is_dir, sweep_dir.iterdir()), key=job_order) if (s := job_summary(d))]
+    """The tables of a sweep's completed jobs (its failed ones listed by name); InputError when there are none."""
+    jobs = [s for d in sweep_jobs(sweep_dir) if (s := job_summary(d))]
     if not jobs:
-        raise FileNotFoundError(f"{sweep_dir} holds no job with a metrics.jsonl")
+        raise no_completed_job(sweep_dir)
     summary = verdict(jobs, tolerance)
-    write_atomic(sweep_dir / "compare.json", json.dumps({"jobs": jobs, "summary": summary}, indent=2))
-    table = markdown(jobs, summary)
+    failed = failed_jobs(sweep_dir)
+    write_atomic(sweep_dir / "compare.json", json.dumps({"jobs": jobs, "summary": summary, "failed_jobs": failed},
+                                                        indent=2))
+    table = markdown(jobs, summary) + "\n".join(failed_lines(sweep_dir)) + ("\n" if failed else "")
     write_atomic(sweep_dir / "compare.md", table)
     plot(jobs, sweep_dir / "compare.png")
     print(table)
@@ -240,7 +243,7 @@ def log_to_wandb(sweep_dir: Path, project: str = "sirt", entity: str | None = No
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m sirt.compare", description=__doc__.splitlines()[0])
+    parser = Parser("compare", description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", type=Path, help="a multirun directory (one job per subfolder)")
     parser.add_argument("--tolerance", type=float, default=0.03, help="accuracy spread still 'consistent'")
     parser.add_argument("--no-wandb", action="store_true", help="do not log the comparison to W&B")
@@ -251,12 +254,8 @@ def main(argv: list[str] | None = None) -> None:
                              "sweep dir)")
     parser.add_argument("--mode", default="offline", choices=["offline", "online"], help="W&B mode (default: offline)")
     args = parser.parse_args(argv)
-    if not args.sweep_dir.is_dir():
-        sys.exit(f"sirt.compare: {args.sweep_dir} is not a directory")
-    try:
+    with refusals("compare"):
         compare(args.sweep_dir, args.tolerance)
-    except FileNotFoundError as err:
-        sys.exit(f"sirt.compare: {err}")
     if not args.no_wandb:
         run_id = log_to_wandb(args.sweep_dir, args.project, args.entity, args.group, args.mode)
         print(f"W&B: compare run {run_id} in group {args.group or group_of(args.sweep_dir)} "

@@ -8,7 +8,6 @@ The curricula themselves are in :mod:`sirt.plan.curriculum`.
 
 from __future__ import annotations
 
-import argparse
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from omegaconf import OmegaConf
 
+from sirt.config.entry import Parser, refusals
 from sirt.plan.curriculum import plot_levels
 from sirt.runs.files import markdown_table, read_jsonl
+from sirt.runs.rundir import failed_lines, finished_job, no_completed_job, sweep_jobs
 from sirt.runs.tracker import command_run, group_of
 
 COLUMNS = ["job", "dataset", "curriculum", "acc round 0", "acc final", "final acc per level",
@@ -31,24 +32,25 @@ def sweep_rows(sweep_dir: Path) -> list[list[str]]:
     """One row of :data:`COLUMNS` per job: curriculum, accuracy at round 0 and at the end, final accuracy and
     accepted samples per level; draws every job's ``plots/levels.png`` on the way."""
     lines = []
-    for job in sorted(p.parent for p in sweep_dir.glob("*/metrics.jsonl")):
-        rows = read_jsonl(job / "metrics.jsonl")
-        if not rows:
+    for job in sweep_jobs(sweep_dir):
+        if (finished := finished_job(job)) is None:
             continue
-        cfg = OmegaConf.load(job / ".hydra" / "config.yaml")
+        rows, cfg, _ = finished
         plot_levels(rows, job / "plots" / "levels.png", f"{cfg.dataset.name}, {cfg.curriculum.name}")
         final = rows[-1]
         per_level = " ".join(f"L{lv}={acc:.3f}" for lv, acc in final.get("acc_level", {}).items())
         data = " ".join(f"L{lv}={k}" for lv, k in sorted(accepted(rows).items(), key=lambda kv: int(kv[0])))
         lines.append([job.name, cfg.dataset.name, cfg.curriculum.name, f"{rows[0]['acc']:.3f}", f"{final['acc']:.3f}",
                       per_level, data])
+    if not lines:
+        raise no_completed_job(sweep_dir)
     return lines
 
 
 def summarize_sweep(sweep_dir: Path) -> str:
     """Markdown: curriculum, final accuracy overall and per level, accepted samples per level, of each job;
     draws every job's ``plots/levels.png`` on the way."""
-    return "\n".join(markdown_table(COLUMNS, sweep_rows(sweep_dir)))
+    return "\n".join([*markdown_table(COLUMNS, sweep_rows(sweep_dir)), *failed_lines(sweep_dir)])
 
 
 def log_to_wandb(sweep_dir: Path, rows: list[list[str]], figure: Path | None, project: str = "sirt",
@@ -128,7 +130,7 @@ def plot_curricula(groups: dict[str, list[list[dict[str, Any]]]], path: Path, ti
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m sirt.curriculum", description=summarize_sweep.__doc__)
+    parser = Parser("curriculum", description=summarize_sweep.__doc__)
     parser.add_argument("sweep_dir", type=Path, help="a multirun directory (its jobs hold metrics.jsonl)")
     parser.add_argument("--no-wandb", action="store_true", help="do not log the table and figure to W&B")
     parser.add_argument("--project", default="sirt", help="W&B project (default: sirt)")
@@ -136,8 +138,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--group", default=None, help="W&B group (default: the one the sweep's jobs logged to)")
     parser.add_argument("--mode", default="offline", choices=["offline", "online"], help="W&B mode (default: offline)")
     args = parser.parse_args(argv)
-    rows = sweep_rows(args.sweep_dir)
-    print("\n".join(markdown_table(COLUMNS, rows)))
+    with refusals("curriculum"):
+        rows = sweep_rows(args.sweep_dir)
+    print("\n".join([*markdown_table(COLUMNS, rows), *failed_lines(args.sweep_dir)]))
     figure = plot_curricula(by_curriculum(args.sweep_dir), args.sweep_dir / "curricula.png", args.sweep_dir.name)
     if figure is not None:
         print(f"\ncurricula compared: {figure}")

@@ -41,6 +41,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from sirt.config.defaults import default
+from sirt.config.entry import Parser, int_at_least, refuse
 from sirt.runs.tracker import group_of
 
 FIT_PARAMETERS = ["fit/alpha_p", "fit/beta_p", "fit/delta"]
@@ -216,18 +217,12 @@ def report_for(args: argparse.Namespace) -> dict[str, Any]:
     none: every run of the project); a ``--sweep`` that is not a directory exits 2 in one line."""
     sweep = args.sweep
     if sweep is not None and not sweep.is_dir():
-        refuse(f"--sweep {sweep} is not a directory")
+        refuse("dashboard", f"--sweep {sweep} is not a directory")
     group = args.group or (group_of(sweep) if sweep else None)
     compared = json.loads((sweep / "compare.json").read_text()) if sweep and (sweep / "compare.json").exists() else None
     table = (sweep / "compare.md").read_text() if sweep and (sweep / "compare.md").exists() else None
     arm_by = args.arm_by or (swept_keys(sweep) if sweep else ["schedule.name"])
     return report_spec(group, arm_by, args.project, args.entity, compared, table)
-
-
-def refuse(message: str) -> None:
-    """Bad input: one line on stderr, exit code 2."""
-    print(f"sirt.dashboard: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def save(layout: dict[str, Any], report: dict[str, Any] | None, entity: str | None) -> list[str]:
@@ -244,14 +239,14 @@ def save(layout: dict[str, Any], report: dict[str, Any] | None, entity: str | No
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m sirt.dashboard", description=__doc__.splitlines()[0])
+    parser = Parser("dashboard", description=__doc__.splitlines()[0])
     parser.add_argument("--project", default="sirt", help="W&B project (default: sirt)")
     parser.add_argument("--entity", default=None, help="W&B entity (default: the logged-in user's, from W&B's API)")
     parser.add_argument("--group", default=None, help="show only the runs of this W&B group (a sweep)")
     parser.add_argument("--name", default="sirt", help="the workspace's name (default: sirt)")
-    parser.add_argument("--levels", type=int, nargs="+", default=default("dataset").levels,
+    parser.add_argument("--levels", type=int_at_least(1), nargs="+", default=default("dataset").levels,
                         help="difficulty levels of the per-level panels (default: the arithmetic task's)")
-    parser.add_argument("--pass-k", type=int, nargs="+", default=default("generation").pass_k,
+    parser.add_argument("--pass-k", type=int_at_least(1), nargs="+", default=default("generation").pass_k,
                         help="k of the pass@k panel (default: generation.pass_k's default)")
     parser.add_argument("--report", action="store_true", help="also save a W&B Report for the sweep's group")
     parser.add_argument("--sweep", type=Path, default=None,
@@ -269,7 +264,11 @@ def main(argv: list[str] | None = None) -> None:
     if reason:
         written = {"dashboard.json": layout, **({"report.json": report} if report else {})}
         for name, content in written.items():
-            Path(name).write_text(json.dumps(content, indent=2) + "\n")
+            path = Path(name)
+            try:
+                path.write_text(json.dumps(content, indent=2) + "\n")
+            except OSError as err:
+                refuse("dashboard", f"{path.resolve()} cannot be written ({err.strerror})")
         n = sum(len(s["panels"]) for s in layout["sections"])
         print(f"sirt.dashboard: dry run ({reason}): {Path('dashboard.json').resolve()} ({len(layout['sections'])} "
               f"sections, {n} panels)" + (f", {Path('report.json').resolve()} ({len(report['blocks'])} blocks)"

@@ -2,26 +2,26 @@
 
 Rewrites ``RUN_DIR/fit.json`` and ``RUN_DIR/plots`` and prints what a researcher checks
 first. Exits 0 whenever the run could be read, even if no fit could be made (fit.json then
-says why), and 2 if RUN_DIR has no metrics.jsonl. ``--figure PATH`` also copies the trajectory plot
+says why), and 2 in one line if RUN_DIR has no readable metrics.jsonl. ``--figure PATH`` also copies the trajectory plot
 (U_s, U_v, G, acc with their fitted curves; titled ``--title``, else the run's folder name) to PATH:
 ``make figure RUN=...`` makes the README's figure this way; it exits 2 when there is no curve to draw.
 """
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 from pathlib import Path
 
+from sirt.config.entry import Parser, int_at_least, refusals, refuse
 from sirt.theory.report import fit_run
 from sirt.theory.summary import summarize
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sirt.fit", description=__doc__.split("\n")[0])
+    parser = Parser("fit", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path, help="run directory holding metrics.jsonl")
-    parser.add_argument("--forecast-k", type=int, default=5,
+    parser.add_argument("--forecast-k", type=int_at_least(3), default=5,
                         help="rounds the headline forecast is fitted on (default 5)")
     parser.add_argument("--no-plots", action="store_true", help="write fit.json only")
     parser.add_argument("--figure", type=Path, default=None,
@@ -29,10 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--title", default=None, help="the plots' title (default: the run's folder name)")
     args = parser.parse_args(argv)
     if not (args.run_dir / "metrics.jsonl").is_file():
-        print(f"sirt.fit: {args.run_dir / 'metrics.jsonl'} does not exist", file=sys.stderr)
-        return 2
+        refuse("fit", f"{args.run_dir / 'metrics.jsonl'} does not exist")
     plots = not args.no_plots or args.figure is not None
-    report = fit_run(args.run_dir, forecast_k=args.forecast_k, make_plots=plots, title=args.title)
+    with refusals("fit"):
+        report = fit_run(args.run_dir, forecast_k=args.forecast_k, make_plots=plots, title=args.title)
     print(summarize(report, args.run_dir))
     if args.figure is not None:
         drawn = args.run_dir / "plots" / "trajectories.png"

@@ -19,8 +19,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from sirt.config.entry import HydraCommand, refuse
 from sirt.config.errors import InputError
-from sirt.loop.checks import validated
+from sirt.loop.checks import check_lora_targets, validated
 from sirt.loop.preflight import failed, run_checks, subject
 from sirt.models.prompts import few_shot_split, posed_config
 from sirt.runs.tracker import quiet_third_party
@@ -35,9 +36,13 @@ def table(checks: dict[str, dict]) -> str:
     return "\n".join(f"{'PASS' if c['ok'] else 'FAIL'}  {name:<{width}}  {c['detail']}" for name, c in checks.items())
 
 
+COMMAND = HydraCommand("preflight")
+
+
 @hydra.main(version_base=None, config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     """Check the composed config's model; exit 2 naming the failing checks (or the bad input)."""
+    COMMAND.started()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         config = validated(cfg)
@@ -45,10 +50,11 @@ def main(cfg: DictConfig) -> None:
         train, test = load_splits(config.dataset)
         shots, train = few_shot_split(train, config.dataset)  # as a run splits them: a base model's examples
         model, tokenizer, how = subject(config, {p.question for p in test})
+        if config.trainer.lora:
+            check_lora_targets(model, config.model.lora)
         checks = run_checks(model, tokenizer, posed_config(config, tokenizer, shots), train)
     except InputError as err:
-        print(f"sirt.preflight: {err}", file=sys.stderr)
-        sys.exit(2)
+        refuse("preflight", err)
     bad = failed(checks)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "preflight.json").write_text(json.dumps({"checks": checks, "ok": not bad}, indent=2) + "\n")
@@ -59,4 +65,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    COMMAND.run(main)

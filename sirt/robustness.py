@@ -11,14 +11,13 @@ into the sweep directory and prints the table.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
+from sirt.config.entry import Parser, refusals
 from sirt.runs.files import markdown_table, write_atomic
-from sirt.runs.rundir import finished_job
+from sirt.runs.rundir import failed_lines, finished_job, no_completed_job, sweep_jobs
 
 MIN_GAIN = 0.05  # accuracy points a run must gain, first to last round
 MIN_LIFT = 0.05  # round-0 pick precision over round-0 sample accuracy
@@ -68,11 +67,13 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def study(sweep_dir: Path) -> list[dict[str, Any]]:
-    jobs = sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    """The table of a sweep's completed jobs (its failed ones listed by name); InputError when there are none."""
+    jobs = [p for p in sweep_jobs(sweep_dir) if p.name.isdigit()]
     rows = [r for r in map(job_row, jobs) if r is not None]
     if not rows:
-        raise FileNotFoundError(f"no job of {sweep_dir} has a committed round")
-    table = markdown(rows)
+        raise no_completed_job(sweep_dir)
+    failed = failed_lines(sweep_dir)
+    table = markdown(rows) + "\n".join(failed) + ("\n" if failed else "")
     write_atomic(sweep_dir / "robustness.md", table)
     write_atomic(sweep_dir / "robustness.json", json.dumps(rows, indent=2))
     print(table)
@@ -80,15 +81,11 @@ def study(sweep_dir: Path) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m sirt.robustness", description=__doc__.splitlines()[0])
+    parser = Parser("robustness", description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", type=Path, help="a multirun directory (one job per numbered subfolder)")
     args = parser.parse_args(argv)
-    if not args.sweep_dir.is_dir():
-        sys.exit(f"sirt.robustness: {args.sweep_dir} is not a directory")
-    try:
+    with refusals("robustness"):
         study(args.sweep_dir)
-    except FileNotFoundError as err:
-        sys.exit(f"sirt.robustness: {err}")
 
 
 if __name__ == "__main__":

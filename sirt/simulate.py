@@ -8,7 +8,6 @@ what a parameter does. ``mode`` picks the simulator; each returns metrics.jsonl 
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,9 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from sirt.config.entry import HydraCommand, refusals
 from sirt.config.errors import ConfigError
+from sirt.config.validate import MAX_ROUNDS
 from sirt.plan.schedule import allocate
 from sirt.runs.tracker import command_run, flatten
 from sirt.theory import montecarlo
@@ -51,7 +52,7 @@ def _eta(cfg: DictConfig, T: int) -> list[float]:
 def simulate_dynamics(cfg: DictConfig) -> list[dict[str, Any]]:
     """Rounds 0..T of the linear model with external data, with relative measurement noise."""
     alpha = _field(cfg, "alpha", "a number > 0", lambda v: v > 0)
-    T = _field(cfg, "T", "an integer >= 1", lambda v: v >= 1, kind=int)
+    T = _field(cfg, "T", f"an integer in 1..{MAX_ROUNDS}", lambda v: 1 <= v <= MAX_ROUNDS, kind=int)
     start = Dynamics(alpha=alpha,
                      beta=_field(cfg, "beta", f"in [0, alpha={alpha})", lambda v: 0 <= v < alpha),
                      k=_field(cfg, "k", "a number > 0", lambda v: v > 0),
@@ -88,6 +89,9 @@ def simulate(cfg: DictConfig) -> list[dict[str, Any]]:
     return SIMULATORS[cfg.mode](cfg)
 
 
+COMMAND = HydraCommand("simulate")
+
+
 def log_to_wandb(cfg: DictConfig, rows: list[dict[str, Any]], run_dir: Path, summary: dict[str, Any]) -> str:
     """The simulated run as a W&B run of job_type ``simulate`` (offline): every row against ``round`` (nested
     values flattened), the fit's figures in the summary (``fit/...``) and its plots; returns the run id."""
@@ -111,11 +115,9 @@ def log_to_wandb(cfg: DictConfig, rows: list[dict[str, Any]], run_dir: Path, sum
 
 @hydra.main(version_base=None, config_path="../conf", config_name="simulate")
 def main(cfg: DictConfig) -> None:
-    try:
+    COMMAND.started()
+    with refusals("simulate"):
         rows = simulate(cfg)
-    except ConfigError as exc:
-        print(f"sirt.simulate: {exc}", file=sys.stderr)
-        sys.exit(2)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     if cfg.mode == "curriculum":  # paper 2's comparison has its own report and no paper-1 dynamics to fit
@@ -131,4 +133,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    COMMAND.run(main)

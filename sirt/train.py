@@ -28,16 +28,15 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
+from sirt.config.entry import HydraCommand, one_line
 from sirt.config.errors import ConfigError, InputError
 from sirt.loop.checks import resume_state, validated
 from sirt.loop.ranks import launched
 from sirt.loop.trainer import run
-from sirt.runs.rundir import RunDir, keep_hydra_files, lock_run_dir, restore_hydra_files
+from sirt.runs.rundir import RunDir, failed_jobs, job_label, keep_hydra_files, lock_run_dir, restore_hydra_files
 from sirt.runs.tracker import quiet_third_party, sweep_group
 
 log = logging.getLogger("sirt.train")
@@ -50,7 +49,8 @@ def hydra_files(cfg: DictConfig) -> dict[str, str]:
             "overrides.yaml": OmegaConf.to_yaml(hydra_cfg.hydra.overrides.task)}
 
 
-_cli = {"job_started": False, "full_error": False, "run_dir": None, "sweep_dir": None}  # see cli()
+COMMAND = HydraCommand("train")  # the one-line contract of every sirt command (sirt.config.entry)
+_cli = {"run_dir": None, "sweep_dir": None}  # what main() works on, for the line a stopped command ends with
 
 
 @hydra.main(version_base=None, config_path="../conf", config_name="config")
@@ -62,10 +62,7 @@ def main(cfg: DictConfig) -> None:
     rewritten ``<run>/.hydra`` by then: a refused command puts back the files of the run the
     directory holds (kept in ``<run>/.sirt/hydra`` once a run is accepted).
     """
-    _cli["job_started"] = True
-    if _cli["full_error"]:  # set by cli() for the composition only: a job's own errors are Hydra's to report
-        _cli["full_error"] = False
-        os.environ.pop("HYDRA_FULL_ERROR", None)
+    COMMAND.started()
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -125,26 +122,43 @@ def check_ranks(hydra_cfg, multirun: bool) -> None:
 
 def cli() -> None:
     """``python -m sirt.train``: a command line Hydra cannot compose (an unknown key, a missing group
-    option) is refused like any bad input, in one line with exit code 2.
-
-    Hydra prints such errors itself and exits 1; with ``HYDRA_FULL_ERROR=1`` it raises them instead,
-    so cli() sets it until main() starts (then unsets it: a job's own errors are reported by Hydra
-    as before). A user's own HYDRA_FULL_ERROR, and a sweep (``-m``), are left to Hydra.
+    option) or a run or sweep directory it cannot make is refused like any bad input, in one line with
+    exit code 2 (:class:`~sirt.config.entry.HydraCommand`). A sweep (``-m``) whose jobs failed ends with
+    one line listing them and exit code 1, once every job has run.
     """
-    if "HYDRA_FULL_ERROR" not in os.environ and not {"-m", "--multirun"} & set(sys.argv[1:]):
-        os.environ["HYDRA_FULL_ERROR"] = "1"
-        _cli["full_error"] = True
+    multirun = bool({"-m", "--multirun"} & set(sys.argv[1:]))
     try:
         with stop_on_signals():
-            main()
+            COMMAND.run(sweep if multirun else main, keep=multirun)
     except Interrupted as err:
         print(f"sirt.train: {stopped(err)}", file=sys.stderr)
         sys.exit(err.exit_code)
-    except (HydraException, OmegaConfBaseException) as err:
-        if _cli["job_started"] or not _cli["full_error"]:
-            raise
-        print(f"sirt.train: {one_line(err)}", file=sys.stderr)
-        sys.exit(2)
+
+
+def sweep() -> None:
+    """A multirun: Hydra's sweeper re-raises the first failed job's error once every job has run; the
+    command ends instead with one line naming every failed job (from ``failed_jobs.json``), exit code 1."""
+    try:
+        main()
+    except Exception as err:
+        if not COMMAND.job_started or _cli["sweep_dir"] is None:
+            raise  # before any job: a command line Hydra cannot compose, refused by COMMAND
+        print(f"sirt.train: {sweep_failures(_cli['sweep_dir'], err)}", file=sys.stderr)
+        sys.exit(1)
+
+
+def sweep_failures(sweep_dir: Path, err: BaseException) -> str:
+    """The sweep's last line: how many jobs failed, each one's overrides and error, where they are listed."""
+    try:
+        failed = failed_jobs(sweep_dir)
+    except InputError:
+        failed = []
+    total = len(list(sweep_dir.glob("*/job_status.json")))
+    listed = "; ".join(f"{job_label(job)}: {job.get('error')}" for job in failed)
+    if not failed:  # e.g. a later job's config could not be composed: no job_status.json names it
+        return f"the sweep {sweep_dir} stopped: {one_line(err)}"
+    return (f"the sweep {sweep_dir}: {len(failed)} of {total} jobs failed ({listed}); listed in "
+            f"{sweep_dir / 'failed_jobs.json'}")
 
 
 class Interrupted(BaseException):
@@ -196,19 +210,6 @@ def stopped(err: Interrupted) -> str:
     done = {None: "no round is committed", 0: "round 0 is committed"}.get(last, f"rounds 0..{last} are committed")
     what = "the sweep" if sweep_dir is not None else "the run"
     return f"stopped by {err} ({run_dir}: {done}, a round in progress is redone); resume {what} with: {command}"
-
-
-def one_line(err: BaseException) -> str:
-    """Hydra's multi-line composition error as one line (its cause appended, the search path left out)."""
-    text = str(err).split("\nConfig search path", 1)[0]
-    if err.__cause__ is not None and str(err.__cause__) not in text:
-        text += f": {err.__cause__}"
-    override = getattr(err, "override", None)  # a parse error: name the override
-    if override and override not in text:
-        text = f"{override!r}: {text}"
-    if override and "{" in override:
-        text += " (quote a value with braces: \"key='a_{x}'\")"
-    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 if __name__ == "__main__":

@@ -6,11 +6,13 @@ disk) run in :mod:`sirt.loop.checks`. Each failure is one :class:`ConfigError` n
 
 from __future__ import annotations
 
+import copy
+import string
 from dataclasses import fields
 from typing import Any
 from urllib.parse import urlsplit
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from sirt.config.compose import CONF_DIR
@@ -34,6 +36,16 @@ def options(group: str) -> tuple[str, ...]:
 def choices() -> dict[str, tuple[str, ...]]:
     return {**CHOICES, **{name: options(group) for name, group in GROUP_FIELDS.items()}}
 TEACHER_CHOICES = {"kind": ("model", "http"), "endpoint": ("chat", "completions")}
+MAX_SEED = 2**32 - 1  # numpy's seed range (torch's is wider): seeds are in [0, MAX_SEED]
+MAX_ROUNDS = 10_000  # a sane upper bound: a run of more rounds is a typo (and a schedule of that length fills memory)
+MAX_SIZE = 1_000_000  # questions of a split, problems of a teaching phase: more is a typo (they are drawn up front)
+PLACEHOLDERS = {  # template -> (the fields the code fills, those it needs)
+    "dataset.prompt_template": ({"question"}, {"question"}),
+    "dataset.chat.user": ({"question"}, {"question"}),
+    "dataset.chat.verify_tf": ({"true", "false"}, set()),
+    "dataset.chat.verify_qe": ({"low", "high"}, set()),
+    "verifier.template": ({"prompt", "response"}, {"prompt", "response"}),
+}
 
 
 def _check(ok: bool, name: str, value: Any, why: str) -> None:
@@ -46,7 +58,9 @@ def _checks(c: Config) -> None:
     for name, allowed in choices().items():
         value = OmegaConf.select(OmegaConf.structured(c), name)
         _check(value in allowed, name, value, f"must be one of {', '.join(allowed)}")
-    _check(c.rounds >= 1, "rounds", c.rounds, "must be >= 1")
+    _check(1 <= c.rounds <= MAX_ROUNDS, "rounds", c.rounds, f"must be in 1..{MAX_ROUNDS}")
+    _check(0 <= c.seed <= MAX_SEED - c.rounds, "seed", c.seed,
+           f"must be in 0..2**32-1-rounds = {MAX_SEED - c.rounds} (numpy's seed range; round t seeds with seed + t)")
     _check(c.threads >= 0, "threads", c.threads, "must be >= 0 (0 = torch's default)")
     _check(c.prompts_per_round >= 0, "prompts_per_round", c.prompts_per_round, "must be >= 0 (0 = all)")
     _check(c.generation.n_samples >= 1, "generation.n_samples", c.generation.n_samples, "N must be >= 1")
@@ -62,13 +76,15 @@ def _checks(c: Config) -> None:
     _check(c.trainer.lr > 0, "trainer.lr", c.trainer.lr, "learning rate must be > 0")
     _check(c.trainer.epochs > 0 or c.trainer.max_steps > 0, "trainer.epochs", c.trainer.epochs, "must be > 0")
     _check(c.trainer.batch_size >= 1, "trainer.batch_size", c.trainer.batch_size, "must be >= 1")
+    _check_ranges(c)
     checkpointing = c.trainer.gradient_checkpointing
     _check(checkpointing == "auto" or isinstance(checkpointing, bool), "trainer.gradient_checkpointing",
            checkpointing, "must be auto, true or false")
     _check(c.model.lora.r >= 1, "model.lora.r", c.model.lora.r, "LoRA rank must be >= 1")
     _check(c.external.budget >= 0, "external.budget", c.external.budget, "must be >= 0")
-    _check(c.dataset.n_train >= 1, "dataset.n_train", c.dataset.n_train, "must be >= 1")
-    _check(c.dataset.n_test >= 1, "dataset.n_test", c.dataset.n_test, "must be >= 1")
+    for name in ("n_train", "n_test"):
+        value = getattr(c.dataset, name)
+        _check(1 <= value <= MAX_SIZE, f"dataset.{name}", value, f"must be in 1..{MAX_SIZE} (questions of the split)")
     _check(c.dataset.path is None or "{split}" in c.dataset.path, "dataset.path", c.dataset.path,
            "a pattern with {split} (e.g. DIR/gsm8k_{split}.jsonl): train and test are read from two files")
     hub = c.dataset.hub
@@ -92,6 +108,44 @@ def _checks(c: Config) -> None:
     if c.external.teacher:  # the teacher source's block (empty for the others)
         check_teacher(c.external.teacher)
     _check_base_model_prompts(c)
+
+
+def _check_ranges(c: Config) -> None:
+    """Values a library divides by, indexes with or seeds from: refused here, not deep inside it."""
+    g, v, tr = c.generation, c.verifier, c.trainer
+    _check(g.top_k >= 0, "generation.top_k", g.top_k, "must be >= 0 (0 = no top-k filter)")
+    for name, value in (("generation.batch_size", g.batch_size), ("verifier.batch_size", v.batch_size),
+                        ("trainer.grad_accum", tr.grad_accum), ("trainer.max_length", tr.max_length),
+                        ("trainer.logging_steps", tr.logging_steps)):
+        _check(value >= 1, name, value, "must be >= 1")
+    for name, value in (("trainer.max_steps", tr.max_steps), ("trainer.warmup_steps", tr.warmup_steps),
+                        ("trainer.weight_decay", tr.weight_decay), ("logger.table_rows", c.logger.table_rows)):
+        _check(value >= 0, name, value, "must be >= 0")
+    lora = c.model.lora
+    _check(0 <= lora.dropout < 1, "model.lora.dropout", lora.dropout, "a probability, must be in [0, 1)")
+    _check(lora.alpha > 0, "model.lora.alpha", lora.alpha, "must be > 0")
+    _check(bool(lora.target_modules) and all(lora.target_modules), "model.lora.target_modules", lora.target_modules,
+           "must name at least one module (e.g. [q_proj, v_proj])")
+    _check(0 <= c.dataset.seed <= MAX_SEED, "dataset.seed", c.dataset.seed, f"must be in 0..{MAX_SEED}")
+    if c.dataset.name == "arithmetic" and c.dataset.path is None:
+        _check(c.dataset.max_operand >= 1, "dataset.max_operand", c.dataset.max_operand,
+               "must be >= 1 (operands are drawn from 1..max_operand)")
+    for name, (fills, needs) in PLACEHOLDERS.items():
+        _check_template(name, OmegaConf.select(OmegaConf.structured(c), name), fills, needs)
+
+
+def _check_template(name: str, template: str | None, fills: set[str], needs: set[str]) -> None:
+    """A ``str.format`` template whose placeholders are those the code fills (and the ones it needs)."""
+    if template is None:
+        return
+    try:
+        found = {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
+    except ValueError as err:  # a lone brace
+        raise ConfigError(f"{name}={template!r}: not a template ({err}; a literal brace is {{{{ or }}}})") from None
+    allowed = ", ".join(f"{{{f}}}" for f in sorted(fills))
+    _check(found <= fills, name, template, f"has {', '.join(f'{{{f}}}' for f in sorted(found - fills))}; "
+           f"the placeholders filled in are {allowed} (a literal brace is {{{{ or }}}})")
+    _check(needs <= found, name, template, f"must contain {', '.join(f'{{{f}}}' for f in sorted(needs))}")
 
 
 def _check_base_model_prompts(c: Config) -> None:
@@ -163,15 +217,43 @@ def _check_organism(model: ModelSchema) -> None:
     """The organism (no ``model.name_or_path``) is built from ``model.tiny`` and taught by ``model.teach``."""
     _check(model.tiny is not None and model.teach is not None, "model.name_or_path", None,
            "a named model is needed when model.tiny or model.teach is null")
-    t = model.teach
+    tiny, t = model.tiny, model.teach
+    for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position_embeddings"):
+        value = getattr(tiny, name)
+        _check(1 <= value <= MAX_SIZE, f"model.tiny.{name}", value, f"must be in 1..{MAX_SIZE}")
+    head_dim = tiny.hidden_size / tiny.num_heads
+    _check(head_dim == int(head_dim) and head_dim % 2 == 0, "model.tiny.hidden_size", tiny.hidden_size,
+           f"must be an even multiple of model.tiny.num_heads={tiny.num_heads} (each head's width is even for RoPE)")
+    for name in ("slip_rate", "garble_rate"):
+        _check(0 <= getattr(t, name) <= 1, f"model.teach.{name}", getattr(t, name), "a probability, must be in [0, 1]")
+    for name in ("solve_problems", "verify_problems", "verify_samples", "batch_size"):
+        _check(1 <= getattr(t, name) <= MAX_SIZE, f"model.teach.{name}", getattr(t, name), f"must be in 1..{MAX_SIZE}")
+    for name in ("solve_steps", "verify_steps", "gate_steps"):
+        _check(getattr(t, name) >= 0, f"model.teach.{name}", getattr(t, name), "must be >= 0")
+    _check(t.lr > 0 and t.gate_lr_scale > 0, "model.teach.lr", t.lr, "must be > 0 (and gate_lr_scale too)")
+    _check(0 <= t.seed <= MAX_SEED, "model.teach.seed", t.seed, f"must be in 0..{MAX_SEED}")
     _check(0 <= t.replay_fraction < 1, "model.teach.replay_fraction", t.replay_fraction, "must be in [0, 1)")
     _check(t.gate_problems >= 1 and t.gate_samples >= 2, "model.teach.gate_problems", t.gate_problems,
            "the gate needs >= 1 problem and gate_samples >= 2")
     _check(t.gate_extensions >= 0, "model.teach.gate_extensions", t.gate_extensions, "must be >= 0")
 
 
+def _without_organism(cfg: DictConfig) -> DictConfig:
+    """A named model has no organism: ``model.tiny`` and ``model.teach`` that ``debug=micro`` (or an experiment)
+    shrank do not apply to it, and are nulled (on a copy) rather than refused as half-set organism fields."""
+    model = cfg.get("model")
+    named = isinstance(model, DictConfig) and not OmegaConf.is_missing(model, "name_or_path")
+    if not named or not model.get("name_or_path"):
+        return cfg
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.model.tiny, cfg.model.teach = None, None
+    return cfg
+
+
 def validate(cfg: DictConfig) -> Config:
     """Merge the composed config into the schema and check it; raises ConfigError."""
+    cfg = _without_organism(cfg)
     missing = sorted(OmegaConf.missing_keys(cfg))  # checked first: merging '???' keeps the schema default
     if missing:
         raise ConfigError(f"{missing[0]}: a value is required (e.g. {missing[0]}=...)")

@@ -68,6 +68,10 @@ def local_source(path: Path, name: str, gguf_file: str | None) -> WeightsSource:
         return WeightsSource(str(path.parent), path.name)
     if gguf_file is not None and not (path / gguf_file).exists():
         raise WeightsUnavailable(f"model.gguf_file={gguf_file!r}: not found in {path}")
+    if gguf_file is None and not (path / "config.json").is_file():
+        ggufs = sorted(p.name for p in path.glob("*.gguf"))
+        hint = f"; for its GGUF file, set model.gguf_file={ggufs[0]}" if ggufs else ""
+        raise WeightsUnavailable(f"model.name_or_path={name!r}: {path} holds no model (no config.json){hint}")
     return WeightsSource(str(path), gguf_file)
 
 

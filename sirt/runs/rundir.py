@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import yaml
 from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 
@@ -32,10 +33,66 @@ def finished_job(job_dir: Path) -> tuple[list[dict[str, Any]], DictConfig, dict[
     rows = read_jsonl(job_dir / "metrics.jsonl")
     if not rows:
         return None
-    cfg = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
-    fit_path = job_dir / "fit.json"
-    joint = json.loads(fit_path.read_text()).get("joint", {}) if fit_path.exists() else {}
+    config_path = job_dir / ".hydra" / "config.yaml"
+    if not config_path.is_file():
+        raise InputError(f"{config_path} is missing: the job's metrics.jsonl cannot be told apart from the others'; "
+                         "restore it or move the job out of the sweep directory")
+    try:
+        cfg = OmegaConf.load(config_path)
+        fit_path = job_dir / "fit.json"
+        joint = json.loads(fit_path.read_text()).get("joint", {}) if fit_path.exists() else {}
+    except (ValueError, OSError, yaml.YAMLError) as err:
+        raise InputError(f"{job_dir}: a file cannot be read ({' '.join(str(err).split())})") from None
     return rows, cfg, joint
+
+
+def sweep_jobs(sweep_dir: Path) -> list[Path]:
+    """The job folders of a sweep directory (each holds a ``.hydra`` or ``metrics.jsonl``), in job order;
+    InputError when the directory is missing, empty or a single run's (not a sweep)."""
+    if not sweep_dir.is_dir():
+        raise InputError(f"{sweep_dir} is not a directory: give the multirun directory (hydra.sweep.dir)")
+    if (sweep_dir / "metrics.jsonl").exists() or (sweep_dir / "state.json").exists():
+        raise InputError(f"{sweep_dir} is a single run's directory, not a sweep: give the multirun directory that "
+                         "holds its jobs (hydra.sweep.dir)")
+    jobs = [p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir() or (p / "metrics.jsonl").is_file()]
+    if not jobs and not failed_jobs(sweep_dir):
+        raise InputError(f"{sweep_dir} holds no job of a sweep (no folder with .hydra/ or metrics.jsonl)")
+    return sorted(jobs, key=lambda p: (not p.name.isdigit(), len(p.name), p.name))
+
+
+def failed_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
+    """The failed jobs a sweep listed in ``failed_jobs.json`` (``[]`` without one): overrides, status, error."""
+    path = sweep_dir / "failed_jobs.json"
+    if not path.is_file():
+        return []
+    try:
+        failed = json.loads(path.read_text(errors="replace"))
+        if not isinstance(failed, list) or not all(isinstance(job, dict) for job in failed):
+            raise ValueError("not a list of jobs")
+    except ValueError as err:
+        raise InputError(f"{path} is damaged ({err})") from None
+    return failed
+
+
+def job_label(job: dict[str, Any]) -> str:
+    """A failed job as the sweep names it: its folder (when recorded) and its overrides."""
+    overrides = " ".join(job.get("overrides") or []) or "(no overrides)"
+    return f"job {job['job']} ({overrides})" if job.get("job") is not None else overrides
+
+
+def no_completed_job(sweep_dir: Path) -> InputError:
+    """The refusal of a sweep none of whose jobs committed a round, naming the failed ones."""
+    failed = "".join(f"; {job_label(job)} failed: {job.get('error')}" for job in failed_jobs(sweep_dir))
+    return InputError(f"no job of {sweep_dir} has a committed round{failed}")
+
+
+def failed_lines(sweep_dir: Path) -> list[str]:
+    """Markdown lines that list a sweep's failed jobs by name (none when every job completed)."""
+    failed = failed_jobs(sweep_dir)
+    if not failed:
+        return []
+    return ["", f"{len(failed)} failed job(s), not in the table (from {sweep_dir / 'failed_jobs.json'}):", "",
+            *[f"- {job_label(job)}: {job.get('error')}" for job in failed]]
 
 
 class RunDir:

@@ -253,8 +253,10 @@ class SweepReport(Callback):
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         failed = job_return.status != JobStatus.COMPLETED
         error = repr(job_return._return_value) if failed else None
-        status = {"overrides": job_return.overrides, "status": job_return.status.name, "error": error}
-        write_atomic(Path(config.hydra.runtime.output_dir) / "job_status.json", json.dumps(status, indent=2))
+        job_dir = Path(config.hydra.runtime.output_dir)
+        status = {"job": job_dir.name, "overrides": job_return.overrides, "status": job_return.status.name,
+                  "error": error}
+        write_atomic(job_dir / "job_status.json", json.dumps(status, indent=2))
         if failed:
             log.error("FAILED %s: %s", " ".join(job_return.overrides) or "(no overrides)", error)
         if config.hydra.mode == RunMode.MULTIRUN:

@@ -66,7 +66,21 @@ def text_field(row: dict, name: str) -> str:
         raise ValueError(f"missing field '{name}'")
     if not isinstance(row[name], str):
         raise ValueError(f"field '{name}' must be a string, not {type(row[name]).__name__}")
+    if not row[name].strip():
+        raise ValueError(f"field '{name}' is empty")
     return row[name]
+
+
+def level_field(row: dict) -> int:
+    """``row['level']``: an integer >= 1 (1 without one); ValueError naming the field otherwise."""
+    level = row.get("level")
+    if level is None:
+        return 1
+    if isinstance(level, bool) or not isinstance(level, int | str) or not str(level).strip().isdigit():
+        raise ValueError(f"field 'level' must be an integer >= 1, not {level!r}")
+    if int(level) < 1:
+        raise ValueError(f"field 'level' must be an integer >= 1, not {level!r}")
+    return int(level)
 
 
 def row_problem(err: Exception) -> str:
@@ -85,9 +99,13 @@ def rows_to_problems(rows, source: str, lines: list[int] | None = None) -> list[
     for i, row in enumerate(rows):
         where = f"{source}: line {lines[i]}" if lines else f"{source}: row {i}"
         try:
-            problem = Problem(text_field(row, "question"), text_field(row, "answer"), int(row.get("level") or 1))
+            question, answer = text_field(row, "question"), text_field(row, "answer")
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise InputError(f"{where}: {row_problem(err)}; need 'question' and 'answer'") from None
+        try:
+            problem = Problem(question, answer, level_field(row))
+        except ValueError as err:
+            raise InputError(f"{where}: {err}") from None
         if extract_answer(problem.answer) is None:
             raise InputError(f"{where}: answer has no final '#### <number>'")
         problems.append(problem)

@@ -56,6 +56,7 @@ from omegaconf.errors import OmegaConfBaseException
 from sirt.config.defaults import option
 from sirt.config.errors import ConfigError
 from sirt.config.schema import CurriculumSchema
+from sirt.config.validate import MAX_ROUNDS
 from sirt.plan.curriculum import check_curriculum, level_weights, plot_levels
 from sirt.plan.schedule import allocate
 
@@ -116,7 +117,8 @@ def settings(cfg: DictConfig) -> tuple[MonteCarloSchema, int, int]:
         raise ConfigError(f"mc.{err.full_key or ''}: {err.msg}") from None
     T, seed = cfg.T, cfg.seed
     checks = [
-        (isinstance(T, int) and not isinstance(T, bool) and T >= 1, "T", T, "an integer >= 1"),
+        (isinstance(T, int) and not isinstance(T, bool) and 1 <= T <= MAX_ROUNDS, "T", T,
+         f"an integer in 1..{MAX_ROUNDS}"),
         (isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, "seed", seed, "an integer >= 0"),
         (bool(mc.levels) and min(mc.levels) >= 1, "mc.levels", mc.levels, "levels (steps) >= 1"),
         (0 < mc.p0 <= 1, "mc.p0", mc.p0, "a step accuracy in (0, 1]"),

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from sirt.config.errors import InputError
 from sirt.runs.files import write_atomic
 from sirt.theory import plotting
 from sirt.theory.fitting import (
@@ -38,7 +39,13 @@ def load_metrics(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
     """Rows of metrics.jsonl by round (a re-logged round keeps its last row) and the numbers
     of the lines that are not such rows (a crash can truncate the last one)."""
     rows, skipped = {}, []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise InputError(f"{path}: line {line} is not UTF-8 text (byte 0x{err.object[err.start]:02x}); sirt writes "
+                         "UTF-8 JSON lines: restore the file") from None
+    for number, line in enumerate(text.splitlines(), start=1):
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
@@ -145,7 +152,7 @@ def fit_run(run_dir: str | Path, forecast_k: int = 5, make_plots: bool = True,
     """Fit ``<run_dir>/metrics.jsonl``; write ``fit.json`` and ``plots/*.png`` (titled ``title``, else the
     run's folder name); return the report.
 
-    Raises only when metrics.jsonl cannot be read (FileNotFoundError); bad data of any kind
+    Raises only when metrics.jsonl cannot be read (FileNotFoundError; InputError: not UTF-8); bad data of any kind
     becomes a status in the report.
     """
     run_dir = Path(run_dir)
