@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+from tqdm.auto import tqdm
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -46,7 +47,7 @@ class World:
             dist.barrier()
 
     def chunked(self, fn: Callable[[list[T], int], list[R]], items: Sequence[T], size: int,
-                key: Callable[[T], Any] | None = None) -> list[R]:
+                key: Callable[[T], Any] | None = None, desc: str | None = None) -> list[R]:
         """``fn(chunk, c)`` over a fixed partition of ``items`` (sorted by ``key``, then ``size`` at a time),
         chunk c on rank c mod K, the results gathered and put back in the order of ``items``.
 
@@ -55,7 +56,9 @@ class World:
         """
         order = sorted(range(len(items)), key=lambda i: key(items[i])) if key else list(range(len(items)))
         chunks = [order[i : i + max(1, size)] for i in range(0, len(order), max(1, size))]
-        mine = {c: fn([items[i] for i in chunk], c) for c, chunk in enumerate(chunks) if c % self.size == self.rank}
+        own = [c for c in range(len(chunks)) if c % self.size == self.rank]
+        bar = tqdm(own, desc=desc, leave=False, disable=desc is None or len(own) < 2)  # one bar over the chunks
+        mine = {c: fn([items[i] for i in chunks[c]], c) for c in bar}
         done = {c: r for part in self.gather(mine) for c, r in part.items()}
         out: list[R | None] = [None] * len(items)
         for c, chunk in enumerate(chunks):

@@ -64,7 +64,7 @@ def generate(t: int, model, tokenizer, prompts: list[str], gen: GenerationSchema
     def chunk(part: list[str], c: int) -> list[list[Sample]]:
         return sampler(gen)(model, tokenizer, part, gen, n=n, greedy=greedy, seed=seed, desc=f"round {t}: {desc}")
 
-    return world.chunked(chunk, prompts, size, key=len)
+    return world.chunked(chunk, prompts, size, key=len, desc=f"round {t}: {desc} (chunks)")
 
 
 def verify(t: int, model, verifier: Verifier, prompts: list[str], samples: list[list[Sample]],
@@ -73,7 +73,8 @@ def verify(t: int, model, verifier: Verifier, prompts: list[str], samples: list[
     order (by length), so every batch, and every score, is the one a single process computes."""
     pairs = [(p, s.text) for p, row in zip(prompts, samples) for s in row]
     flat = world.chunked(lambda part, c: verifier.score(model, part, desc=f"round {t}: verify"), pairs,
-                         verifier.cfg.batch_size, key=lambda pair: len(verification_prompt(verifier.cfg, *pair)))
+                         verifier.cfg.batch_size, key=lambda pair: len(verification_prompt(verifier.cfg, *pair)),
+                         desc=f"round {t}: verify (batches)")
     N = len(samples[0]) if samples else 0
     return [flat[i * N : (i + 1) * N] for i in range(len(prompts))]
 
