@@ -113,8 +113,8 @@ def check_ranks(hydra_cfg, multirun: bool) -> None:
         return
     size = os.environ.get("WORLD_SIZE")
     if multirun:
-        raise ConfigError(f"a sweep (-m) under a launcher of {size} ranks: launch one job per sweep point "
-                          "(hydra/launcher=slurm_ranks starts them on SLURM)")
+        raise ConfigError(f"a sweep (-m) under a launcher of {size} ranks: launch one torchrun job per sweep "
+                          "point, each with its own hydra.run.dir")
     if not any(o.startswith("hydra.run.dir=") for o in hydra_cfg.overrides.hydra):
         raise ConfigError(f"{size} ranks need one run directory: add hydra.run.dir=DIR (every rank resolves the "
                           "default ${now:...} at its own start)")
