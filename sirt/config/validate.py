@@ -53,6 +53,23 @@ def _check(ok: bool, name: str, value: Any, why: str) -> None:
         raise ConfigError(f"{name}={value!r}: {why}")
 
 
+def _check_dataset(c: Config) -> None:
+    """The dataset's sizes, files, hub copies, levels and graph."""
+    for name in ("n_train", "n_test"):
+        value = getattr(c.dataset, name)
+        _check(1 <= value <= MAX_SIZE, f"dataset.{name}", value, f"must be in 1..{MAX_SIZE} (questions of the split)")
+    _check(c.dataset.path is None or "{split}" in c.dataset.path, "dataset.path", c.dataset.path,
+           "a pattern with {split} (e.g. DIR/gsm8k_{split}.jsonl): train and test are read from two files")
+    hub = c.dataset.hub
+    _check(hub is None or hub.test_id is None or hub.id is not None, "dataset.hub.test_id", hub and hub.test_id,
+           "a test split's own hub copy needs dataset.hub.id (the train split's copy)")
+    _check(bool(c.dataset.levels) and min(c.dataset.levels) >= 1, "dataset.levels", c.dataset.levels, "levels >= 1")
+    if c.dataset.name == "graph":
+        _check(max(c.dataset.levels) < c.dataset.graph.nodes <= 26, "dataset.graph.nodes", c.dataset.graph.nodes,
+               f"must be in max(dataset.levels)+1..26 (one letter a node, {max(c.dataset.levels)} hops)")
+        _check(c.dataset.graph.chords >= 0, "dataset.graph.chords", c.dataset.graph.chords, "must be >= 0")
+
+
 def _checks(c: Config) -> None:
     """Range checks that a dataclass type cannot express."""
     for name, allowed in choices().items():
@@ -82,19 +99,7 @@ def _checks(c: Config) -> None:
            checkpointing, "must be auto, true or false")
     _check(c.model.lora.r >= 1, "model.lora.r", c.model.lora.r, "LoRA rank must be >= 1")
     _check(c.external.budget >= 0, "external.budget", c.external.budget, "must be >= 0")
-    for name in ("n_train", "n_test"):
-        value = getattr(c.dataset, name)
-        _check(1 <= value <= MAX_SIZE, f"dataset.{name}", value, f"must be in 1..{MAX_SIZE} (questions of the split)")
-    _check(c.dataset.path is None or "{split}" in c.dataset.path, "dataset.path", c.dataset.path,
-           "a pattern with {split} (e.g. DIR/gsm8k_{split}.jsonl): train and test are read from two files")
-    hub = c.dataset.hub
-    _check(hub is None or hub.test_id is None or hub.id is not None, "dataset.hub.test_id", hub and hub.test_id,
-           "a test split's own hub copy needs dataset.hub.id (the train split's copy)")
-    _check(bool(c.dataset.levels) and min(c.dataset.levels) >= 1, "dataset.levels", c.dataset.levels, "levels >= 1")
-    if c.dataset.name == "graph":
-        _check(max(c.dataset.levels) < c.dataset.graph.nodes <= 26, "dataset.graph.nodes", c.dataset.graph.nodes,
-               f"must be in max(dataset.levels)+1..26 (one letter a node, {max(c.dataset.levels)} hops)")
-        _check(c.dataset.graph.chords >= 0, "dataset.graph.chords", c.dataset.graph.chords, "must be >= 0")
+    _check_dataset(c)
     _check(0 <= c.trainer.verifier_replay < 1, "trainer.verifier_replay", c.trainer.verifier_replay,
            "must be in [0, 1)")
     _check(c.trainer.verifier_replay == 0 or not c.model.name_or_path, "trainer.verifier_replay",

@@ -206,6 +206,22 @@ def gate_failures(quality: dict[str, dict[str, float]], t: TeachSchema) -> list[
     return failures
 
 
+def verification_course(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, verify_set: list[Problem],
+                        solve_set: list[Problem], dataset: DatasetSchema, generation: GenerationSchema,
+                        t: TeachSchema, rng: random.Random) -> tuple[list[dict], list[dict], float]:
+    """Phase 2's rows: verdicts on the model's own sampled answers, with worked solutions replayed among them
+    (``teach.replay_fraction``); also the verdicts alone and the solver's accuracy on those samples."""
+    prompts = [dataset.prompt_template.format(question=p.question) for p in verify_set]
+    samples = sample(model, tokenizer, prompts, generation, n=t.verify_samples, desc="teach: sample")
+    responses = [[s.text for s in row] for row in samples]
+    verdicts = verify_rows(verify_set, responses, dataset, rng, t.garble_rate)
+    n_replay = int(len(verdicts) * t.replay_fraction / (1 - t.replay_fraction))
+    rows = verdicts + solve_rows(rng.choices(solve_set, k=n_replay), dataset, t.slip_rate, rng)
+    accuracy = sum(is_correct(r, p) for p, rs in zip(verify_set, responses) for r in rs) / (
+        len(responses) * t.verify_samples)
+    return rows, verdicts, accuracy
+
+
 def teach(model_cfg: ModelSchema, dataset: DatasetSchema, held_out: set[str]) -> tuple[PreTrainedModel, dict, list]:
     """Build the tiny LM, teach it to solve (phase 1), to judge its own answers (phase 2), and gate
     the verifier on held-out teaching questions (more phase-2 steps while it falls short).
@@ -232,14 +248,8 @@ def teach(model_cfg: ModelSchema, dataset: DatasetSchema, held_out: set[str]) ->
 
     log.info("teaching the organism to solve: %d problems, %d steps (once; cached)", len(solve_set), t.solve_steps)
     stats = {"solve": phase(solve_rows(solve_set, dataset, t.slip_rate, rng), t.solve_steps, t.lr)}
-    prompts = [dataset.prompt_template.format(question=p.question) for p in verify_set]
-    samples = sample(model, tokenizer, prompts, generation, n=t.verify_samples, desc="teach: sample")
-    responses = [[s.text for s in row] for row in samples]
-    verdicts = verify_rows(verify_set, responses, dataset, rng, t.garble_rate)
-    n_replay = int(len(verdicts) * t.replay_fraction / (1 - t.replay_fraction))
-    rows = verdicts + solve_rows(rng.choices(solve_set, k=n_replay), dataset, t.slip_rate, rng)
-    stats["solver_accuracy_on_teaching_samples"] = sum(
-        is_correct(r, p) for p, rs in zip(verify_set, responses) for r in rs) / (len(responses) * t.verify_samples)
+    rows, verdicts, stats["solver_accuracy_on_teaching_samples"] = verification_course(
+        model, tokenizer, verify_set, solve_set, dataset, generation, t, rng)
     log.info("teaching the organism to verify: %d verdicts on its own answers, %d steps", len(verdicts),
              t.verify_steps)
     stats["verify"], stats["gate"], failures = [phase(rows, t.verify_steps, t.lr)], [], []

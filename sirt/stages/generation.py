@@ -157,6 +157,29 @@ def response_sample(tokenizer: PreTrainedTokenizerBase, ids: list[int], logprobs
     return Sample(tokenizer.decode(ids, skip_special_tokens=True), kept, float(sum(logprobs)), ids, logprobs)
 
 
+def to_samples(tokenizer: PreTrainedTokenizerBase, new: torch.Tensor, token_logprobs: torch.Tensor,
+               stop: list[str]) -> list[Sample]:
+    """The Samples of generated rows ``new`` (batch, steps) and their tokens' log-probs: each response up to
+    and with its first EOS (what follows is padding), cut before a stop string (:func:`kept_length`)."""
+    # tokens after the first EOS are padding; the EOS itself belongs to the response
+    is_eos = new == tokenizer.eos_token_id
+    after_eos = (is_eos.cumsum(dim=1) - is_eos.long()) > 0
+    mask = ~after_eos
+    texts = tokenizer.batch_decode(new, skip_special_tokens=True)
+    if stop:  # a stopped response keeps the tokens before its stop string (padding follows it)
+        for row, n_kept in enumerate(mask.sum(dim=1).tolist()):
+            kept = kept_length(tokenizer, new[row, :n_kept].tolist(), stop)
+            if kept < n_kept:
+                texts[row] = tokenizer.decode(new[row, :kept].tolist(), skip_special_tokens=True)
+                mask[row, kept:] = False
+    lengths = mask.sum(dim=1)
+    totals = (token_logprobs * mask).sum(dim=1)
+    kept_ids, kept_logprobs = new.tolist(), token_logprobs.tolist()
+    samples = [Sample(t, int(k), float(lp), kept_ids[row][: int(k)], kept_logprobs[row][: int(k)])
+               for row, (t, k, lp) in enumerate(zip(texts, lengths, totals))]
+    return samples
+
+
 @torch.inference_mode()
 def _generate_chunk(
     model: PreTrainedModel,
@@ -198,22 +221,7 @@ def _generate_chunk(
         prompt_ids, prompt_mask = out.sequences[:, :width], enc["attention_mask"].repeat_interleave(n, dim=0)
         del out  # generate's KV cache goes before the pass builds its own
         token_logprobs = token_logprobs_of(model, prompt_ids, prompt_mask, new, logit_budget)
-    # tokens after the first EOS are padding; the EOS itself belongs to the response
-    is_eos = new == tokenizer.eos_token_id
-    after_eos = (is_eos.cumsum(dim=1) - is_eos.long()) > 0
-    mask = ~after_eos
-    texts = tokenizer.batch_decode(new, skip_special_tokens=True)
-    if cfg.stop:  # a stopped response keeps the tokens before its stop string (padding follows it)
-        for row, n_kept in enumerate(mask.sum(dim=1).tolist()):
-            kept = kept_length(tokenizer, new[row, :n_kept].tolist(), list(cfg.stop))
-            if kept < n_kept:
-                texts[row] = tokenizer.decode(new[row, :kept].tolist(), skip_special_tokens=True)
-                mask[row, kept:] = False
-    lengths = mask.sum(dim=1)
-    totals = (token_logprobs * mask).sum(dim=1)
-    kept_ids, kept_logprobs = new.tolist(), token_logprobs.tolist()
-    samples = [Sample(t, int(k), float(lp), kept_ids[row][: int(k)], kept_logprobs[row][: int(k)])
-               for row, (t, k, lp) in enumerate(zip(texts, lengths, totals))]
+    samples = to_samples(tokenizer, new, token_logprobs, list(cfg.stop))
     return _chunks(samples, n)
 
 
