@@ -86,3 +86,20 @@ def test_pure_layers_never_import_torch():
     code += "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", f"importing {', '.join(PURE)} loads {out.strip()}"
+
+
+def test_readme_module_map_names_every_module_and_no_function_passes_45_lines():
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    table = {}
+    for layer, modules in re.findall(r"^\| `?([a-z]+/|CLIs)`? \| (.+?) \|", text, flags=re.M):
+        table[layer.rstrip("/")] = set(re.findall(r"`([a-z_]+)`", modules))
+    package = ROOT / "sirt"
+    tree = {d.name: {f.stem for f in d.glob("*.py") if f.stem != "__init__"} for d in package.iterdir()
+            if d.is_dir() and (d / "__init__.py").exists()}
+    tree["CLIs"] = {f.stem for f in package.glob("*.py") if f.stem != "__init__"}
+    assert table == tree
+    long = [(f.name, n.name) for f in package.rglob("*.py") for n in ast.walk(ast.parse(f.read_text()))
+            if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.end_lineno - n.lineno + 1 > 45]
+    assert long == []
