@@ -308,22 +308,3 @@ def test_the_curriculum_run_has_its_job_type_table_and_figure(tmp_path, monkeypa
     assert run["tags"] == ["curriculum:easy_to_hard", "curriculum:mixture"]
     (row,) = run["history"]
     assert row["curriculum/jobs"]["nrows"] == 3 and row["curriculum/plot"]["_type"] == "image-file"
-
-
-def test_a_run_id_still_in_use_is_waited_for_and_other_errors_are_not():
-    """A resumed run started right after a SIGKILL finds W&B's service of the dead process still holding the id."""
-    from sirt.runs.tracker import init_when_free
-
-    calls = []
-
-    def init():
-        calls.append(1)
-        if len(calls) < 3:
-            raise RuntimeError("run ID abc is in use")
-        return "run"
-
-    assert init_when_free(init, wait=10) == "run" and len(calls) == 3
-    with pytest.raises(RuntimeError, match="in use"):
-        init_when_free(lambda: (_ for _ in ()).throw(RuntimeError("run ID abc is in use")), wait=0)
-    with pytest.raises(ValueError):
-        init_when_free(lambda: (_ for _ in ()).throw(ValueError("bad")), wait=10)

@@ -6,7 +6,6 @@ import json
 import logging
 import re
 import shutil
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,24 +20,6 @@ from sirt.runs.files import write_atomic
 from sirt.runs.rundir import RunDir
 
 log = logging.getLogger(__name__)
-
-
-IN_USE_WAIT = 60.0  # seconds a resumed run waits for a killed process's W&B service to let go of the run id
-
-
-def init_when_free(init, wait: float = IN_USE_WAIT):
-    """``init()`` (``wandb.init``), retried while W&B says the run id is in use: a process killed by SIGKILL
-    leaves its W&B service running until that service notices (seconds), and a resume started at once would
-    otherwise fail on it. Any other error, or one still there after ``wait`` seconds, is raised."""
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            return init()
-        except Exception as err:
-            if "is in use" not in str(err) or time.monotonic() > deadline:
-                raise
-            log.info("W&B: %s; waiting for the earlier process's service to end", err)
-            time.sleep(1.0)
 
 
 class Tracker:
@@ -72,7 +53,7 @@ class Tracker:
         if cfg.mode == "offline":  # earlier processes' segments: their rounds are re-logged from metrics.jsonl
             for old in (self.root / "wandb").glob(f"offline-run-*-{run_id}"):
                 shutil.rmtree(old, ignore_errors=True)
-        self.run = init_when_free(lambda: wandb.init(
+        self.run = wandb.init(
             project=cfg.project,
             entity=cfg.entity,
             group=cfg.group,
@@ -86,7 +67,7 @@ class Tracker:
             config=OmegaConf.to_container(OmegaConf.structured(config)),
             settings=wandb.Settings(silent=True, x_disable_stats=not cfg.system_stats,
                                     x_stats_sampling_interval=cfg.stats_interval),
-        ))
+        )
         self.run.define_metric("round")
         self.run.define_metric("*", step_metric="round")
 
