@@ -28,9 +28,11 @@ LEVELS = ("1", "2")  # the micro config's dataset.levels
 
 @pytest.fixture
 def env(tmp_path) -> dict[str, str]:
-    """The environment of a child process: W&B offline, its artifact staging inside tmp_path."""
-    return {**os.environ, "WANDB_MODE": "offline", "WANDB_DATA_DIR": str(tmp_path / "wandb-data"),
-            "HF_HUB_OFFLINE": "1"}
+    """The environment of a child process: W&B offline, its artifact staging inside tmp_path, and its own W&B
+    service (an in-process W&B run of an earlier test leaves WANDB_SERVICE set here; a child that inherits it
+    shares this process's service, where a SIGKILLed child's run id stays in use)."""
+    base = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    return {**base, "WANDB_MODE": "offline", "WANDB_DATA_DIR": str(tmp_path / "wandb-data"), "HF_HUB_OFFLINE": "1"}
 
 
 def train_cmd(run_dir: Path, *overrides: str) -> list[str]:
