@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -164,18 +166,40 @@ def test_run_and_sweep_dirs_hydra_cannot_make_are_refused_in_one_line(tmp_path, 
     assert f"{key}={target}: {tmp_path / 'afile'} is a file" in refusal(command("train", *args), "train")
 
 
-@pytest.mark.skipif(ROOT_USER, reason="root writes into read-only directories")
+@pytest.fixture
+def locked(tmp_path_factory):
+    """A read-only directory (0o555) that the command's user can reach, and the command prefix of that user.
+
+    Root writes into read-only directories, so as root the command runs as ``nobody`` (``setpriv``), in a
+    directory outside pytest's (which only root may enter).
+    """
+    prefix = []
+    if ROOT_USER:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv: no user to whom a directory is read-only")
+        prefix = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+    base = Path(tempfile.mkdtemp(prefix="sirt-locked-"))
+    base.chmod(0o755)
+    (base / "locked").mkdir()
+    (base / "locked").chmod(0o555)
+    (base / "home").mkdir(mode=0o777)
+    (base / "home").chmod(0o777)  # the user's HOME: caches of the libraries the command imports
+    yield base / "locked", prefix
+    (base / "locked").chmod(0o755)
+    shutil.rmtree(base)
+
+
 @pytest.mark.parametrize("where", ["itself", "parent"])
-def test_a_run_dir_that_is_not_writable_is_refused(tmp_path, where):
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o555)
-    try:
-        target = locked if where == "itself" else locked / "run"
-        assert f"{locked} is not writable" in (output_dir_problem(target) or "")
-        assert "is not writable" in refusal(command("train", f"hydra.run.dir={target}"), "train")
-    finally:
-        locked.chmod(0o755)
+def test_a_run_dir_that_is_not_writable_is_refused(locked, where):
+    directory, user = locked
+    target = directory if where == "itself" else directory / "run"
+    if not user:
+        assert f"{directory} is not writable" in (output_dir_problem(target) or "")
+    result = subprocess.run([*user, *sirt_command("train", f"hydra.run.dir={target}")], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(directory.parent / "home")})
+    assert f"{directory} is not writable" in refusal(result, "train")
+    assert list(directory.iterdir()) == []  # refused before anything was made
 
 
 def test_a_writable_or_new_dir_is_fine(tmp_path):
