@@ -47,7 +47,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from sirt.config.entry import HydraCommand, refusals
 from sirt.config.errors import ConfigError
 from sirt.config.schema import Config
-from sirt.loop.checks import validated
+from sirt.loop.checks import check_adapter, validated
 from sirt.loop.organism import load_model
 from sirt.loop.round import Stopwatch, one_round, round_row, seed_round, train_rows
 from sirt.loop.trainer import train_model
@@ -258,6 +258,7 @@ def bench(config: Config, b: BenchSchema, run_dir: Path, overrides: list[str]) -
     train, test = load_splits(config.dataset)
     held_out = {p.question for p in test}
     model, tokenizer = load_model(config.model, config.dataset, held_out)  # exactly as sirt.train
+    check_adapter(model, config)  # a named model's LoRA targets, refused before the first stage (as sirt.train)
     shape, verifier = ModelShape.of(model), Verifier(tokenizer, verifier_schema(tokenizer, config))
     machine = {**matmul_flops_per_s(b.matmul_size, b.matmul_repeats, model.device, model.dtype),
                "load_average_1min_at_start": load, "cpu_count": os.cpu_count()}

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from sirt.config.entry import HydraCommand, refuse
 from sirt.config.errors import InputError
-from sirt.loop.checks import check_lora_targets, validated
+from sirt.loop.checks import check_adapter, validated
 from sirt.loop.preflight import failed, run_checks, subject
 from sirt.models.prompts import few_shot_split, posed_config
 from sirt.runs.tracker import quiet_third_party
@@ -50,8 +50,7 @@ def main(cfg: DictConfig) -> None:
         train, test = load_splits(config.dataset)
         shots, train = few_shot_split(train, config.dataset)  # as a run splits them: a base model's examples
         model, tokenizer, how = subject(config, {p.question for p in test})
-        if config.trainer.lora:
-            check_lora_targets(model, config.model.lora)
+        check_adapter(model, config)
         checks = run_checks(model, tokenizer, posed_config(config, tokenizer, shots), train)
     except InputError as err:
         refuse("preflight", err)

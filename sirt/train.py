@@ -37,7 +37,7 @@ from sirt.loop.checks import resume_state, validated
 from sirt.loop.ranks import launched
 from sirt.loop.trainer import run
 from sirt.runs.rundir import RunDir, failed_jobs, job_label, keep_hydra_files, lock_run_dir, restore_hydra_files
-from sirt.runs.tracker import quiet_third_party, sweep_group
+from sirt.runs.tracker import SweepReport, quiet_third_party, sweep_group
 
 log = logging.getLogger("sirt.train")
 
@@ -141,9 +141,10 @@ def sweep() -> None:
     try:
         main()
     except Exception as err:
-        if not COMMAND.job_started or _cli["sweep_dir"] is None:
+        sweep_dir = SweepReport.sweep_dir  # set in this process also when a launcher runs the jobs elsewhere
+        if sweep_dir is None:
             raise  # before any job: a command line Hydra cannot compose, refused by COMMAND
-        print(f"sirt.train: {sweep_failures(_cli['sweep_dir'], err)}", file=sys.stderr)
+        print(f"sirt.train: {sweep_failures(sweep_dir, err)}", file=sys.stderr)
         sys.exit(1)
 
 

@@ -25,7 +25,7 @@ from sirt.config.defaults import default
 from sirt.config.entry import check_output_dirs, output_dir_problem
 from sirt.config.errors import ConfigError, InputError
 from sirt.loop.checks import check_lora_targets, validated
-from sirt.models.load import tiny_llama
+from sirt.models.load import char_tokenizer, save, tiny_llama
 from sirt.simulate import simulate
 from sirt.tasks.rows import rows_to_problems
 from tests.conftest import MICRO, ROOT, sirt_command
@@ -126,6 +126,16 @@ def test_the_commands_refuse_an_empty_model_directory_in_one_line(tmp_path, cli)
     assert "model.name_or_path" in refusal(result, cli)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("cli", ["train", "preflight", "bench"])
+def test_the_commands_refuse_lora_targets_the_named_model_lacks_in_one_line(tmp_path, cli):
+    save(tiny_llama(default("model.tiny"), len(char_tokenizer()), seed=0), char_tokenizer(), tmp_path / "model")
+    result = command(cli, f"hydra.run.dir={tmp_path / 'run'}", "model=hf", f"model.name_or_path={tmp_path / 'model'}",
+                     "model.chat_template=false", "model.lora.target_modules=[qkv_proj]", "logger=none")
+    line = refusal(result, cli)
+    assert "model.lora.target_modules=['qkv_proj']: the model has no linear layer named qkv_proj" in line
+
+
 @pytest.mark.parametrize(("row", "named"), [
     ({"question": "1+1", "answer": "2 #### 2", "level": "hard"}, "field 'level' must be an integer >= 1, not 'hard'"),
     ({"question": "1+1", "answer": "2 #### 2", "level": -1}, "field 'level'"),
@@ -196,8 +206,9 @@ def test_a_run_dir_that_is_not_writable_is_refused(locked, where):
     target = directory if where == "itself" else directory / "run"
     if not user:
         assert f"{directory} is not writable" in (output_dir_problem(target) or "")
+    home = {**os.environ, "HOME": str(directory.parent / "home")}
     result = subprocess.run([*user, *sirt_command("train", f"hydra.run.dir={target}")], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(directory.parent / "home")})
+                            capture_output=True, text=True, timeout=120, env=home)
     assert f"{directory} is not writable" in refusal(result, "train")
     assert list(directory.iterdir()) == []  # refused before anything was made
 
@@ -214,9 +225,11 @@ def test_an_unknown_key_under_multirun_is_one_line():
 
 
 @pytest.mark.slow
-def test_a_sweep_with_a_failing_job_ends_with_one_line_naming_it(tmp_path, cache_dir):
+@pytest.mark.parametrize("launcher", ["basic", "parallel"])  # parallel: the jobs run in joblib's worker processes
+def test_a_sweep_with_a_failing_job_ends_with_one_line_naming_it(tmp_path, cache_dir, launcher):
     sweep = tmp_path / "sweep"  # budget 100 > the 8 prompts of a round: job 1 fails at its start
-    result = command("train", "-m", f"hydra.sweep.dir={sweep}", *MICRO, "rounds=1", "logger=none", "fit.enabled=false",
+    result = command("train", "-m", f"hydra.sweep.dir={sweep}", f"hydra/launcher={launcher}", *MICRO, "rounds=1",
+                     "logger=none", "fit.enabled=false",
                      "schedule=early", "external.budget=4,100", timeout=600)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
     last = result.stderr.strip().splitlines()[-1]

@@ -59,6 +59,12 @@ def check_lora_targets(model: torch.nn.Module, lora: LoraSchema) -> None:
                           f"named {', '.join(unknown)}; its linear layers: {', '.join(sorted(lora_targets(model)))}")
 
 
+def check_adapter(model: torch.nn.Module, config: Config) -> None:
+    """A loaded model's LoRA targets, when the rounds train an adapter: what every command that loads one checks."""
+    if config.trainer.lora:
+        check_lora_targets(model, config.model.lora)
+
+
 def check_organism_lora(config: Config) -> None:
     """The organism's LoRA targets, on its architecture built on the meta device (no weights, milliseconds)."""
     if config.model.name_or_path or not config.trainer.lora:

@@ -19,7 +19,7 @@ import torch
 
 from sirt.config.errors import ConfigError
 from sirt.config.schema import Config
-from sirt.loop.checks import check_lora_targets, config_hash, resume_state
+from sirt.loop.checks import check_adapter, config_hash, resume_state
 from sirt.loop.organism import gate_summary, load_model, organism_path, verdict_rows
 from sirt.loop.preflight import require as require_preflight
 from sirt.loop.ranks import World, world
@@ -119,8 +119,7 @@ class Trainer:
         how = f"resuming at round {self.start}" if self.start else "new run"
         log.info("run directory: %s (%s)", self.run.root, how)
         self.model, self.tokenizer = self.first_model()
-        if c.trainer.lora:  # a named model's layer names are known once it loads: before any sampling
-            check_lora_targets(self.model, c.model.lora)
+        check_adapter(self.model, c)  # a named model's layer names are known once it loads: before any sampling
         self.gate, self.replay = self.organism_teaching()
         self.posed = posed_config(c, self.tokenizer, shots)  # the rounds' prompts and stops; c itself is the run's id
         if self.start == 0:  # what a new model can get wrong, before any sampling (random state kept)

@@ -247,8 +247,14 @@ class SweepReport(Callback):
     ``failed_jobs.json``, so the report is complete however the sweep ends (Hydra's basic
     sweeper raises the first failure once every job has run, skipping ``on_multirun_end``).
 
-    Files rather than memory, so it works when a launcher runs jobs in other processes.
+    Files rather than memory, so it works when a launcher runs jobs in other processes. The sweep's
+    directory is kept in the launching process (:attr:`sweep_dir`), where a launcher's jobs never run.
     """
+
+    sweep_dir: Path | None = None  # the multirun this process launched, set before its first job
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        SweepReport.sweep_dir = Path(config.hydra.sweep.dir)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         failed = job_return.status != JobStatus.COMPLETED
