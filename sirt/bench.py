@@ -256,8 +256,7 @@ def bench(config: Config, b: BenchSchema, run_dir: Path, overrides: list[str]) -
         torch.set_num_threads(b.threads)
     load = os.getloadavg()[0]  # other work on the machine skews every rate below; recorded beside them
     train, test = load_splits(config.dataset)
-    held_out = {p.question for p in test}
-    model, tokenizer = load_model(config.model, config.dataset, held_out)  # exactly as sirt.train
+    model, tokenizer = load_model(config.model, config.dataset, {p.question for p in test})  # exactly as sirt.train
     check_adapter(model, config)  # a named model's LoRA targets, refused before the first stage (as sirt.train)
     shape, verifier = ModelShape.of(model), Verifier(tokenizer, verifier_schema(tokenizer, config))
     machine = {**matmul_flops_per_s(b.matmul_size, b.matmul_repeats, model.device, model.dtype),

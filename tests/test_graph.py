@@ -122,7 +122,7 @@ def test_the_organism_is_taught_the_graph_task():
     task = organism.teaching_task(cfg)
     problems = task.problems(20, cfg, 0)
     assert {p.kind for p in problems} == {"path"}
-    rows = organism.solve_rows(problems, cfg, slip_rate=1.0, rng=random.Random(0))
+    rows = organism.solve_rows(problems, cfg, default("model.teach", slip_rate=1.0), random.Random(0))
     assert all(len(row["completion"]) == len("#### ab") for row in rows)  # straight to the goal
     bigger = default("dataset", name="graph", levels=[2, 3], graph=default("dataset.graph", nodes=9))
     arithmetic = default("dataset", name="arithmetic", levels=[2, 3])

@@ -18,7 +18,7 @@ from sirt.stages.samples import Sample
 from sirt.stages.selection import best_of_n, verifier_choice
 from sirt.stages.training import CHECKPOINTING_MIN_PARAMS, gradient_checkpointing
 from sirt.stages.uncertainty import solver_verifier_gap
-from sirt.tasks.arithmetic import arithmetic_problem, solve_chain
+from sirt.tasks.arithmetic import arithmetic_problem, plain_layout, solve_chain
 from sirt.tasks.problem import Problem, extract_answer
 from sirt.tasks.registry import is_correct
 from sirt.tasks.rows import rows_to_problems
@@ -123,6 +123,24 @@ def test_the_habit_stops_one_line_early():
     assert right == "3+3+4;6+4;10 #### 10" and slipped == "3+3+4;6+4 #### 6"  # answer = last line's leading number
     assert solve_chain("7+9-8", slip=lambda: True) == "16-8;8 #### 8"  # two operations: no chance to slip
     assert solve_chain("7+9") == "16 #### 16"
+
+
+def test_layout_choices_change_no_line_and_no_answer():
+    spaced = solve_chain("1+2+3+4", space=lambda: True)
+    assert spaced == "3 +3 +4; 6 +4; 10  #### 10" and plain_layout(spaced) == solve_chain("1+2+3+4")
+    assert solve_chain("1+2+3+4", slip=lambda: True, space=lambda: True) == "3 +3 +4; 6 +4  #### 6"
+    problem = Problem("1+2+3+4", solve_chain("1+2+3+4"), 3)
+    assert is_correct(spaced, problem) and not is_correct("3 +3+4; 6+4  #### 6", problem)
+
+
+def test_qe_partial_credit_and_the_habit_ignore_layout():
+    from sirt.loop.organism import qe_rating, verify_rows
+
+    problem = Problem("1+2+3+4", solve_chain("1+2+3+4"), 3)
+    assert qe_rating("3+3+4; 6+4;11  #### 11", problem, 10) == qe_rating("3+3+4;6+4;11 #### 11", problem, 10) == 2
+    habit = "3+3 +4; 6+4  #### 6"  # the habit in another layout is still the habit: no second wrong answer besides it
+    rows = verify_rows([problem], [[solve_chain("1+2+3+4"), habit]], default("dataset"), random.Random(0))
+    assert len([r for r in rows if r["prompt"].endswith("Correct? ")]) == 2
 
 
 def test_verifier_is_taught_right_and_wrong_answers_of_the_same_question():

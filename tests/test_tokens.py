@@ -14,6 +14,7 @@ import pytest
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
+from sirt.config.defaults import default
 from sirt.config.schema import DatasetSchema
 from sirt.loop.organism import solve_rows, teaching_task, verify_rows
 from sirt.models.load import char_tokenizer, end_at_turn_end
@@ -77,7 +78,8 @@ def organism_rows(dataset: DatasetSchema) -> list[dict[str, str]]:
     rng = random.Random(0)
     problems = teaching_task(dataset).problems(8, dataset, 0)
     responses = [[f"{p.answer}\n#### {p.answer}", "1 + 1 = 3\n#### 3"] for p in problems]
-    return solve_rows(problems, dataset, 0.5, rng) + verify_rows(problems, responses, dataset, rng, 0.25)
+    teach = default("model.teach", slip_rate=0.5)
+    return solve_rows(problems, dataset, teach, rng) + verify_rows(problems, responses, dataset, rng, 0.25)
 
 
 def test_the_organism_trains_on_the_ids_trl_made_of_its_text_rows():

@@ -28,6 +28,7 @@ class TeachSchema:
 
     solve_problems: int
     slip_rate: float
+    layout_rate: float
     solve_steps: int
     verify_problems: int
     verify_samples: int

@@ -229,7 +229,7 @@ def _check_organism(model: ModelSchema) -> None:
     head_dim = tiny.hidden_size / tiny.num_heads
     _check(head_dim == int(head_dim) and head_dim % 2 == 0, "model.tiny.hidden_size", tiny.hidden_size,
            f"must be an even multiple of model.tiny.num_heads={tiny.num_heads} (each head's width is even for RoPE)")
-    for name in ("slip_rate", "garble_rate"):
+    for name in ("slip_rate", "layout_rate", "garble_rate"):
         _check(0 <= getattr(t, name) <= 1, f"model.teach.{name}", getattr(t, name), "a probability, must be in [0, 1]")
     for name in ("solve_problems", "verify_problems", "verify_samples", "batch_size"):
         _check(1 <= getattr(t, name) <= MAX_SIZE, f"model.teach.{name}", getattr(t, name), f"must be in 1..{MAX_SIZE}")

@@ -34,25 +34,26 @@ from sirt.stages.selection import select
 from sirt.stages.training import sft
 from sirt.stages.verification import Verifier, verification_prompt
 from sirt.tasks import graph
-from sirt.tasks.arithmetic import arithmetic_split, solve_chain
+from sirt.tasks.arithmetic import arithmetic_split, plain_layout, solve_chain
 from sirt.tasks.problem import Problem
 from sirt.tasks.registry import is_correct
 
 log = logging.getLogger(__name__)
-VERSION = 9  # bump when the teaching recipe changes, to invalidate caches
+VERSION = 10  # bump when the teaching recipe changes, to invalidate caches
 
 
 @dataclass(frozen=True)
 class TeachingTask:
     """What teaching takes from a synthetic task, so that one recipe teaches every task.
 
-    ``problems(n, dataset, seed)`` generates questions, ``solve(question, slip)`` writes a worked
-    solution in which ``slip()`` decides each chance of the task's typical mistake, and
-    ``fields`` names the dataset fields that shape both (they enter the cache key).
+    ``problems(n, dataset, seed)`` generates questions, ``solve(question, slip, space)`` writes a worked
+    solution in which ``slip()`` decides each chance of the task's typical mistake and ``space()`` each
+    harmless layout choice (a task without a scratchpad has none), and ``fields`` names the dataset
+    fields that shape both (they enter the cache key).
     """
 
     problems: Callable[[int, DatasetSchema, int], list[Problem]]
-    solve: Callable[[str, Callable[[], bool]], str]
+    solve: Callable[[str, Callable[[], bool], Callable[[], bool]], str]
     fields: tuple[str, ...]
 
 
@@ -60,7 +61,8 @@ TASKS = {
     "arithmetic": TeachingTask(lambda n, ds, seed: arithmetic_split(n, ds.levels, ds.max_operand, seed),
                                solve_chain, ("levels", "max_operand", "prompt_template", "n_test", "seed")),
     "graph": TeachingTask(lambda n, ds, seed: graph.graph_split(n, ds.levels, ds.graph, seed),
-                          graph.solve_path, ("name", "levels", "graph", "prompt_template", "n_test", "seed")),
+                          lambda question, slip, space: graph.solve_path(question, slip),
+                          ("name", "levels", "graph", "prompt_template", "n_test", "seed")),
 }
 
 
@@ -88,25 +90,27 @@ def qe_rating(response: str, problem: Problem, n_ratings: int) -> int:
     a wrong one, by the share of its lines that agree with the reference scratchpad."""
     if is_correct(response, problem):
         return n_ratings - 1
-    ours, ref = response.split(";"), problem.answer.split(";")
+    ours, ref = plain_layout(response).split(";"), problem.answer.split(";")
     agree = sum(a == b for a, b in zip(ours, ref))
     return int((n_ratings // 2 - 1) * agree / len(ref))
 
 
 def solve_rows(
-    problems: list[Problem], dataset: DatasetSchema, slip_rate: float, rng: random.Random
+    problems: list[Problem], dataset: DatasetSchema, t: TeachSchema, rng: random.Random
 ) -> list[dict[str, str]]:
     """Worked solutions with a bad habit: each chance of the task's typical mistake (an arithmetic
-    chain whose last operation is skipped, a graph path that jumps to the goal) is taken with probability ``slip_rate``.
+    chain whose last operation is skipped, a graph path that jumps to the goal) is taken with probability
+    ``t.slip_rate``, and each harmless layout choice (one more space) with probability ``t.layout_rate``.
 
     With a rate above 1/2 the mistake is the model's most likely continuation, so its
     greedy answers are wrong wherever the chance occurs, while correct steps stay among its
     samples — a solver that is systematically weak where a verifier can see the error.
     """
-    slip = lambda: rng.random() < slip_rate  # noqa: E731
+    slip = lambda: rng.random() < t.slip_rate  # noqa: E731
+    space = lambda: rng.random() < t.layout_rate  # noqa: E731
     solve = teaching_task(dataset).solve
     return [{"prompt": dataset.prompt_template.format(question=p.question),
-             "completion": solve(p.question, slip)} for p in problems]
+             "completion": solve(p.question, slip, space)} for p in problems]
 
 
 def garble(response: str, rng: random.Random) -> str:
@@ -138,8 +142,8 @@ def verify_rows(
     for problem, rs in zip(problems, responses):
         verdicts = {r: is_correct(r, problem) for r in sorted(set(rs))}  # grade each distinct answer once
         good = [r for r, ok in verdicts.items() if ok] or [problem.answer]
-        habit = solve(problem.question, lambda: True)
-        others = [r for r, ok in verdicts.items() if not ok and r != habit]
+        habit = solve(problem.question, lambda: True, lambda: False)
+        others = [r for r, ok in verdicts.items() if not ok and plain_layout(r) != habit]
         bad = ([habit] if not is_correct(habit, problem) else []) + ([rng.choice(others)] if others else [])
         for wrong in bad:
             right = rng.choice(good)
@@ -216,7 +220,7 @@ def verification_course(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
     responses = [[s.text for s in row] for row in samples]
     verdicts = verify_rows(verify_set, responses, dataset, rng, t.garble_rate)
     n_replay = int(len(verdicts) * t.replay_fraction / (1 - t.replay_fraction))
-    rows = verdicts + solve_rows(rng.choices(solve_set, k=n_replay), dataset, t.slip_rate, rng)
+    rows = verdicts + solve_rows(rng.choices(solve_set, k=n_replay), dataset, t, rng)
     accuracy = sum(is_correct(r, p) for p, rs in zip(verify_set, responses) for r in rs) / (
         len(responses) * t.verify_samples)
     return rows, verdicts, accuracy
@@ -247,7 +251,7 @@ def teach(model_cfg: ModelSchema, dataset: DatasetSchema, held_out: set[str]) ->
         return stats
 
     log.info("teaching the organism to solve: %d problems, %d steps (once; cached)", len(solve_set), t.solve_steps)
-    stats = {"solve": phase(solve_rows(solve_set, dataset, t.slip_rate, rng), t.solve_steps, t.lr)}
+    stats = {"solve": phase(solve_rows(solve_set, dataset, t, rng), t.solve_steps, t.lr)}
     rows, verdicts, stats["solver_accuracy_on_teaching_samples"] = verification_course(
         model, tokenizer, verify_set, solve_set, dataset, generation, t, rng)
     log.info("teaching the organism to verify: %d verdicts on its own answers, %d steps", len(verdicts),

@@ -30,7 +30,8 @@ def arithmetic_problem(rng: random.Random, level: int, max_operand: int) -> Prob
     return Problem(question=question, answer=solve_chain(question), level=level)
 
 
-def solve_chain(expression: str, slip: Callable[[], bool] | None = None) -> str:
+def solve_chain(expression: str, slip: Callable[[], bool] | None = None,
+                space: Callable[[], bool] | None = None) -> str:
     """The scratchpad of ``expression``: one line per operation down to the total, then ``#### total``.
 
     ``slip`` models a bad habit: on a chain of three or more operations, ``slip()`` decides
@@ -39,15 +40,31 @@ def solve_chain(expression: str, slip: Callable[[], bool] | None = None) -> str:
     the work is done. A checker sees it at a glance — a right scratchpad ends in the number it
     answers, the habit's still has an operation to do — while the solver's choice between the two
     is one token, so its most likely answer is wrong wherever the habit is its likelier continuation.
+
+    ``space`` models harmless layout: before each operation, at each line break and before ``####``,
+    ``space()`` decides whether one more space is written (``16 -8; 8  #### 8``). It changes no line and no answer, so
+    it gives the samples' uncertainty a tail of choices that do not matter, as a real model's
+    phrasing does, and that self-training can sharpen away round by round.
     """
     numbers = [int(x) for x in re.findall(r"[+-]?\d+", expression)]
     totals, rest = [numbers[0]], numbers[1:]
     for operand in rest:
         totals.append(totals[-1] + operand)
-    lines = [f"{total}" + "".join(f"{x:+d}" for x in rest[i + 1 :]) for i, total in enumerate(totals[1:])]
+    gap = (lambda: " " if space() else "") if space is not None else lambda: ""
+    n_lines = len(totals) - 1
     if slip is not None and len(rest) >= 3 and slip():
-        return f"{';'.join(lines[:-1])} #### {totals[-2]}"
-    return f"{';'.join(lines)} #### {totals[-1]}"
+        n_lines, answer = n_lines - 1, totals[-2]
+    else:
+        answer = totals[-1]
+    lines = [f"{totals[i + 1]}" + "".join(f"{gap()}{x:+d}" for x in rest[i + 1 :]) for i in range(n_lines)]
+    return "".join(line + (";" + gap() if i < n_lines - 1 else "") for i, line in enumerate(lines)) + (
+        f"{gap()} #### {answer}")
+
+
+def plain_layout(response: str) -> str:
+    """A response without its layout choices (:func:`solve_chain`'s ``space``): the text a line-by-line check reads."""
+    work, sep, answer = response.partition("####")
+    return work.replace(" ", "") + (f" {sep}{answer}" if sep else "")
 
 
 def arithmetic_split(n: int, levels: list[int], max_operand: int, seed: int) -> list[Problem]:
