@@ -50,7 +50,7 @@ def hydra_files(cfg: DictConfig) -> dict[str, str]:
 
 
 COMMAND = HydraCommand("train")  # the one-line contract of every sirt command (sirt.config.entry)
-_cli = {"run_dir": None, "sweep_dir": None}  # what main() works on, for the line a stopped command ends with
+_cli = {"run_dir": None}  # what main() works on, for the line a stopped command ends with (its sweep: SweepReport)
 
 
 @hydra.main(version_base=None, config_path="../conf", config_name="config")
@@ -66,7 +66,7 @@ def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    _cli["run_dir"], _cli["sweep_dir"] = run_dir, Path(hydra_cfg.sweep.dir) if multirun else None
+    _cli["run_dir"] = run_dir
     lock, main_rank = None, int(os.environ.get("RANK", "0")) == 0
     try:
         check_ranks(hydra_cfg, multirun)
@@ -198,7 +198,7 @@ def stop_on_signals():
 
 def stopped(err: Interrupted) -> str:
     """The one line an interrupted command ends with: what is committed and the command that resumes."""
-    run_dir, sweep_dir = _cli["run_dir"], _cli["sweep_dir"]
+    run_dir, sweep_dir = _cli["run_dir"], SweepReport.sweep_dir
     if run_dir is None:
         return f"stopped by {err} before a run started"
     kept = [a for a in sys.argv[1:] if not a.startswith(("hydra.run.dir=", "hydra.sweep.dir="))]

@@ -177,6 +177,21 @@ def test_sigterm_exits_143_without_a_traceback(tmp_path, cache_dir, env):
 
 
 @slow
+def test_a_stopped_sweep_names_the_sweep_to_resume(tmp_path, cache_dir, env):
+    sweep = tmp_path / "sweep"
+    proc = subprocess.Popen(sirt_command("train", "-m", f"hydra.sweep.dir={sweep}", *MICRO, "rounds=6", "seed=0,1",
+                                         "fit.enabled=false"), cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for_round(proc, sweep / "0", 0)
+    os.kill(proc.pid, signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "Traceback" not in stderr, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith(f"sirt.train: stopped by SIGTERM ({sweep / '0'}: ")
+    assert "resume the sweep with: python -m sirt.train -m" in last and last.endswith(f"hydra.sweep.dir={sweep}")
+
+
+@slow
 def test_compare_logs_its_table_verdict_and_plot_to_wandb_in_the_sweeps_group(tmp_path, env):
     sweep = tmp_path / "multirun" / "2026-03-04" / "05-06-07"
     for num, (schedule, final) in enumerate([("none", 0.40), ("early", 0.50), ("late", 0.48)]):

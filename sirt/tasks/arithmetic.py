@@ -50,7 +50,9 @@ def solve_chain(expression: str, slip: Callable[[], bool] | None = None,
     totals, rest = [numbers[0]], numbers[1:]
     for operand in rest:
         totals.append(totals[-1] + operand)
-    gap = (lambda: " " if space() else "") if space is not None else lambda: ""
+    def gap() -> str:
+        return " " if space is not None and space() else ""
+
     n_lines = len(totals) - 1
     if slip is not None and len(rest) >= 3 and slip():
         n_lines, answer = n_lines - 1, totals[-2]
