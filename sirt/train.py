@@ -142,8 +142,8 @@ def sweep() -> None:
         main()
     except Exception as err:
         sweep_dir = SweepReport.sweep_dir  # set in this process also when a launcher runs the jobs elsewhere
-        if sweep_dir is None:
-            raise  # before any job: a command line Hydra cannot compose, refused by COMMAND
+        if sweep_dir is None or not any(sweep_dir.glob("*/job_status.json")):
+            raise  # before any job ended (a job's config Hydra cannot compose): refused by COMMAND
         print(f"sirt.train: {sweep_failures(sweep_dir, err)}", file=sys.stderr)
         sys.exit(1)
 

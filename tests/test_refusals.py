@@ -206,7 +206,8 @@ def test_a_run_dir_that_is_not_writable_is_refused(locked, where):
     target = directory if where == "itself" else directory / "run"
     if not user:
         assert f"{directory} is not writable" in (output_dir_problem(target) or "")
-    home = {**os.environ, "HOME": str(directory.parent / "home")}
+    home = directory.parent / "home"  # the user's own HOME and caches (the suite's XDG_CACHE_HOME is root's)
+    home = {**os.environ, "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache")}
     result = subprocess.run([*user, *sirt_command("train", f"hydra.run.dir={target}")], cwd=ROOT,
                             capture_output=True, text=True, timeout=120, env=home)
     assert f"{directory} is not writable" in refusal(result, "train")
