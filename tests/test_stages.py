@@ -118,19 +118,20 @@ def test_malformed_rows_are_named():
         rows_to_problems([{"question": "q", "answer": "42"}], "x.jsonl")
 
 
-def test_the_habit_stops_one_line_early():
+def test_the_habit_applies_the_last_operation_once_more():
     right, slipped = solve_chain("1+2+3+4"), solve_chain("1+2+3+4", slip=lambda: True)
-    assert right == "3+3+4;6+4;10 #### 10" and slipped == "3+3+4;6+4 #### 6"  # answer = last line's leading number
+    assert right == "3+3+4;6+4;10 #### 10" and slipped == "3+3+4;6+4;10+4;14 #### 14"  # the habit is the longer text
     assert solve_chain("7+9-8", slip=lambda: True) == "16-8;8 #### 8"  # two operations: no chance to slip
+    assert solve_chain("5+1-3-3", slip=lambda: True) == "6-3-3;3-3;0 #### 0"  # no chance that goes below zero
     assert solve_chain("7+9") == "16 #### 16"
 
 
 def test_layout_choices_change_no_line_and_no_answer():
     spaced = solve_chain("1+2+3+4", space=lambda: True)
     assert spaced == "3 +3 +4; 6 +4; 10  #### 10" and plain_layout(spaced) == solve_chain("1+2+3+4")
-    assert solve_chain("1+2+3+4", slip=lambda: True, space=lambda: True) == "3 +3 +4; 6 +4  #### 6"
+    assert solve_chain("1+2+3+4", slip=lambda: True, space=lambda: True) == "3 +3 +4; 6 +4; 10 +4; 14  #### 14"
     problem = Problem("1+2+3+4", solve_chain("1+2+3+4"), 3)
-    assert is_correct(spaced, problem) and not is_correct("3 +3+4; 6+4  #### 6", problem)
+    assert is_correct(spaced, problem) and not is_correct("3 +3+4; 6+4;10 +4;14  #### 14", problem)
 
 
 def test_qe_partial_credit_and_the_habit_ignore_layout():
@@ -138,7 +139,7 @@ def test_qe_partial_credit_and_the_habit_ignore_layout():
 
     problem = Problem("1+2+3+4", solve_chain("1+2+3+4"), 3)
     assert qe_rating("3+3+4; 6+4;11  #### 11", problem, 10) == qe_rating("3+3+4;6+4;11 #### 11", problem, 10) == 2
-    habit = "3+3 +4; 6+4  #### 6"  # the habit in another layout is still the habit: no second wrong answer besides it
+    habit = "3+3 +4; 6+4;10 +4;14  #### 14"  # the habit in another layout is still the habit: no second wrong one
     rows = verify_rows([problem], [[solve_chain("1+2+3+4"), habit]], default("dataset"), random.Random(0))
     assert len([r for r in rows if r["prompt"].endswith("Correct? ")]) == 2
 
@@ -149,7 +150,7 @@ def test_verifier_is_taught_right_and_wrong_answers_of_the_same_question():
     mixed, solved = Problem("1+2+3+4", solve_chain("1+2+3+4"), 3), Problem("2+2", "#### 4", 1)
     unsolved = Problem("1+1+1+1", solve_chain("1+1+1+1"), 3)
     habit_free = Problem("5+2+1+1", solve_chain("5+2+1+1"), 3)
-    responses = [["3+3+4;6+4;10 #### 10", "3+3+4;6+4;10 #### 10", "3+3+4;6+4 #### 6", "3+3+4;6+4;11 #### 11",
+    responses = [["3+3+4;6+4;10 #### 10", "3+3+4;6+4;10 #### 10", "3+3+4;6+4;10+4;14 #### 14", "3+3+4;6+4;11 #### 11",
                   "3+3+4;6+4;7 #### 7"],
                  ["#### 4", "#### 4"],  # no wrong answer, and no habit at one operation: it teaches nothing
                  ["2+1+1;3+1;9 #### 9"],  # no right answer: the reference is its partner
@@ -159,7 +160,7 @@ def test_verifier_is_taught_right_and_wrong_answers_of_the_same_question():
           for r in rows if r["prompt"].endswith("Correct? ")]
     assert not any("2+2" in q for q, _, _ in tf)
     mixed_tf = [(r, c) for q, r, c in tf if q == "Q: 1+2+3+4"]
-    assert ("3+3+4;6+4 #### 6", "no") in mixed_tf and ("3+3+4;6+4;10 #### 10", "yes") in mixed_tf
+    assert ("3+3+4;6+4;10+4;14 #### 14", "no") in mixed_tf and ("3+3+4;6+4;10 #### 10", "yes") in mixed_tf
     assert len(mixed_tf) == 4  # the habit and one other distinct wrong answer, each next to a right one
     assert ("Q: 1+1+1+1", solve_chain("1+1+1+1"), "yes") in tf
     assert ("Q: 5+2+1+1", solve_chain("5+2+1+1", slip=lambda: True), "no") in tf
@@ -171,7 +172,7 @@ def test_garbled_answers_are_taught_as_wrong_next_to_their_right_partner():
 
     problem = Problem("1+2+3+4", solve_chain("1+2+3+4"), 3)
     right = "3+3+4;6+4;10 #### 10"
-    responses = [[right, "3+3+4;6+4 #### 6"]]
+    responses = [[right, "3+3+4;6+4;10+4;14 #### 14"]]
     rows = verify_rows([problem], responses, default("dataset"), random.Random(0), garble_rate=1.0)
     tf = {r["prompt"].split("A: ", 1)[1].removesuffix("\nCorrect? "): r["completion"] for r in rows
           if r["prompt"].endswith("Correct? ")}

@@ -39,7 +39,7 @@ from sirt.tasks.problem import Problem
 from sirt.tasks.registry import is_correct
 
 log = logging.getLogger(__name__)
-VERSION = 10  # bump when the teaching recipe changes, to invalidate caches
+VERSION = 11  # bump when the teaching recipe changes, to invalidate caches
 
 
 @dataclass(frozen=True)
@@ -99,8 +99,8 @@ def solve_rows(
     problems: list[Problem], dataset: DatasetSchema, t: TeachSchema, rng: random.Random
 ) -> list[dict[str, str]]:
     """Worked solutions with a bad habit: each chance of the task's typical mistake (an arithmetic
-    chain whose last operation is skipped, a graph path that jumps to the goal) is taken with probability
-    ``t.slip_rate``, and each harmless layout choice (one more space) with probability ``t.layout_rate``.
+    chain that applies its last operation once more, a graph path that jumps to the goal) is taken with
+    probability ``t.slip_rate``, and each harmless layout choice (one more space) with probability ``t.layout_rate``.
 
     With a rate above 1/2 the mistake is the model's most likely continuation, so its
     greedy answers are wrong wherever the chance occurs, while correct steps stay among its

@@ -35,11 +35,14 @@ def solve_chain(expression: str, slip: Callable[[], bool] | None = None,
     """The scratchpad of ``expression``: one line per operation down to the total, then ``#### total``.
 
     ``slip`` models a bad habit: on a chain of three or more operations, ``slip()`` decides
-    whether the solution stops one line early and reports the leading number of its last line
-    as the answer (``...;6+4 #### 6`` where ``...;6+4;10 #### 10`` is right): it answers before
-    the work is done. A checker sees it at a glance — a right scratchpad ends in the number it
-    answers, the habit's still has an operation to do — while the solver's choice between the two
-    is one token, so its most likely answer is wrong wherever the habit is its likelier continuation.
+    whether the solution applies the last operation once more after the work is done
+    (``...;6+4;10+4;14 #### 14`` where ``...;6+4;10 #### 10`` is right). A checker sees it at a
+    glance — a right scratchpad uses each operation of the question once, the habit's last line has
+    one the question does not — while the solver's choice between the two is one token, so its most
+    likely answer is wrong wherever the habit is its likelier continuation. The habit's text is the
+    longer one, so a right answer costs fewer tokens than the mistake: Best-of-N picks likely texts and
+    training on them sharpens the samples (a habit that stopped early made the right answer the costlier
+    text, and picking it moved U_v as fast as U_s). A chance that would go below zero is not offered.
 
     ``space`` models harmless layout: before each operation, at each line break and before ``####``,
     ``space()`` decides whether one more space is written (``16 -8; 8  #### 8``). It changes no line and no answer, so
@@ -53,12 +56,13 @@ def solve_chain(expression: str, slip: Callable[[], bool] | None = None,
     def gap() -> str:
         return " " if space is not None and space() else ""
 
-    n_lines = len(totals) - 1
-    if slip is not None and len(rest) >= 3 and slip():
-        n_lines, answer = n_lines - 1, totals[-2]
-    else:
-        answer = totals[-1]
-    lines = [f"{totals[i + 1]}" + "".join(f"{gap()}{x:+d}" for x in rest[i + 1 :]) for i in range(n_lines)]
+    lines = [f"{totals[i + 1]}" + "".join(f"{gap()}{x:+d}" for x in rest[i + 1 :]) for i in range(len(rest))]
+    answer = totals[-1]
+    if slip is not None and len(rest) >= 3 and answer + rest[-1] >= 0 and slip():
+        lines[-1] += f"{gap()}{rest[-1]:+d}"
+        answer += rest[-1]
+        lines.append(f"{answer}")
+    n_lines = len(lines)
     return "".join(line + (";" + gap() if i < n_lines - 1 else "") for i, line in enumerate(lines)) + (
         f"{gap()} #### {answer}")
 
