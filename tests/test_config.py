@@ -26,7 +26,7 @@ def composed(*overrides: str):
 
 def test_default_config_is_valid():
     config = validate(composed())
-    assert config.rounds == 10 and config.generation.n_samples == 32 and config.verifier.sigma == 0.5
+    assert config.rounds == 10 and config.generation.n_samples == 16 and config.verifier.sigma == 0.5
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,7 @@ class TeachSchema:
     solve_steps: int
     verify_problems: int
     verify_samples: int
+    own_errors: int
     verify_steps: int
     garble_rate: float
     replay_fraction: float

@@ -233,6 +233,7 @@ def _check_organism(model: ModelSchema) -> None:
         _check(0 <= getattr(t, name) <= 1, f"model.teach.{name}", getattr(t, name), "a probability, must be in [0, 1]")
     for name in ("solve_problems", "verify_problems", "verify_samples", "batch_size"):
         _check(1 <= getattr(t, name) <= MAX_SIZE, f"model.teach.{name}", getattr(t, name), f"must be in 1..{MAX_SIZE}")
+    _check(t.own_errors >= 0, "model.teach.own_errors", t.own_errors, "must be >= 0")
     for name in ("solve_steps", "verify_steps", "gate_steps"):
         _check(getattr(t, name) >= 0, f"model.teach.{name}", getattr(t, name), "must be >= 0")
     _check(t.lr > 0 and t.gate_lr_scale > 0, "model.teach.lr", t.lr, "must be > 0 (and gate_lr_scale too)")

@@ -122,14 +122,14 @@ def garble(response: str, rng: random.Random) -> str:
 
 def verify_rows(
     problems: list[Problem], responses: list[list[str]], dataset: DatasetSchema, rng: random.Random,
-    garble_rate: float = 0.0,
+    garble_rate: float = 0.0, own_errors: int = 1,
 ) -> list[dict[str, str]]:
     """TF and QE verdicts on the model's own responses, in pairs from the same question.
 
     Training the verifier on its own solver's mistakes (labelled by the ground truth) is what
     makes it a better judge than a solver: it learns the errors it actually makes. Each question
-    teaches up to two pairs: its habit answer (the task's typical mistake, whether or not this
-    draw made it) and one other wrong answer of its own samples, each next to a right answer of
+    teaches up to ``1 + own_errors`` pairs: its habit answer (the task's typical mistake, whether or not
+    this draw made it) and ``own_errors`` other wrong answers of its own samples, each next to a right answer of
     the same question (its own, else the reference solution). So the question alone (how hard it
     looks) tells the verdict nothing: only the response does, which is what Best-of-N needs to tell
     its N apart. With probability ``garble_rate`` a wrong answer is replaced by a garbled copy of
@@ -144,7 +144,7 @@ def verify_rows(
         good = [r for r, ok in verdicts.items() if ok] or [problem.answer]
         habit = solve(problem.question, lambda: True, lambda: False)
         others = [r for r, ok in verdicts.items() if not ok and plain_layout(r) != habit]
-        bad = ([habit] if not is_correct(habit, problem) else []) + ([rng.choice(others)] if others else [])
+        bad = ([habit] if not is_correct(habit, problem) else []) + rng.sample(others, min(own_errors, len(others)))
         for wrong in bad:
             right = rng.choice(good)
             garbled = rng.random() < garble_rate
@@ -218,7 +218,7 @@ def verification_course(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
     prompts = [dataset.prompt_template.format(question=p.question) for p in verify_set]
     samples = sample(model, tokenizer, prompts, generation, n=t.verify_samples, desc="teach: sample")
     responses = [[s.text for s in row] for row in samples]
-    verdicts = verify_rows(verify_set, responses, dataset, rng, t.garble_rate)
+    verdicts = verify_rows(verify_set, responses, dataset, rng, t.garble_rate, t.own_errors)
     n_replay = int(len(verdicts) * t.replay_fraction / (1 - t.replay_fraction))
     rows = verdicts + solve_rows(rng.choices(solve_set, k=n_replay), dataset, t, rng)
     accuracy = sum(is_correct(r, p) for p, rs in zip(verify_set, responses) for r in rs) / (
