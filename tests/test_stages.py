@@ -140,7 +140,7 @@ def test_qe_partial_credit_and_the_habit_ignore_layout():
     problem = Problem("1+2+3+4", solve_chain("1+2+3+4"), 3)
     assert qe_rating("3+3+4; 6+4;11  #### 11", problem, 10) == qe_rating("3+3+4;6+4;11 #### 11", problem, 10) == 2
     habit = "3+3 +4; 6+4;10 +4;14  #### 14"  # the habit in another layout is still the habit: no second wrong one
-    rows = verify_rows([problem], [[solve_chain("1+2+3+4"), habit]], default("dataset"), random.Random(0))
+    rows = verify_rows([problem], [[solve_chain("1+2+3+4"), habit]], default("dataset"), random.Random(0), 0.0, 1)
     assert len([r for r in rows if r["prompt"].endswith("Correct? ")]) == 2
 
 
@@ -155,7 +155,7 @@ def test_verifier_is_taught_right_and_wrong_answers_of_the_same_question():
                  ["#### 4", "#### 4"],  # no wrong answer, and no habit at one operation: it teaches nothing
                  ["2+1+1;3+1;9 #### 9"],  # no right answer: the reference is its partner
                  [solve_chain("5+2+1+1")] * 2]  # all right: the habit answer is its wrong partner
-    rows = verify_rows([mixed, solved, unsolved, habit_free], responses, default("dataset"), random.Random(0))
+    rows = verify_rows([mixed, solved, unsolved, habit_free], responses, default("dataset"), random.Random(0), 0.0, 1)
     tf = [(r["prompt"].split("\nA: ")[0], r["prompt"].split("\nA: ")[1].removesuffix("\nCorrect? "), r["completion"])
           for r in rows if r["prompt"].endswith("Correct? ")]
     assert not any("2+2" in q for q, _, _ in tf)
@@ -167,13 +167,24 @@ def test_verifier_is_taught_right_and_wrong_answers_of_the_same_question():
     assert sum(c == "yes" for _, _, c in tf) == sum(c == "no" for _, _, c in tf)  # balanced within every question
 
 
+def test_own_errors_sets_how_many_of_its_own_wrong_answers_a_question_teaches():
+    from sirt.loop.organism import verify_rows
+
+    problem = Problem("1+2+3+4", solve_chain("1+2+3+4"), 3)
+    responses = [["3+3+4;6+4;10 #### 10", "3+3+4;6+4;11 #### 11", "3+3+4;6+4;7 #### 7", "3+3+4;5+4;9 #### 9"]]
+    for k, n_wrong in ((0, 1), (1, 2), (2, 3), (5, 4)):  # the habit, then k of the 3 others (all of them at most)
+        rows = verify_rows([problem], responses, default("dataset"), random.Random(0), 0.0, k)
+        tf = [r["completion"] for r in rows if r["prompt"].endswith("Correct? ")]
+        assert tf.count("no") == tf.count("yes") == n_wrong
+
+
 def test_garbled_answers_are_taught_as_wrong_next_to_their_right_partner():
     from sirt.loop.organism import verify_rows
 
     problem = Problem("1+2+3+4", solve_chain("1+2+3+4"), 3)
     right = "3+3+4;6+4;10 #### 10"
     responses = [[right, "3+3+4;6+4;10+4;14 #### 14"]]
-    rows = verify_rows([problem], responses, default("dataset"), random.Random(0), garble_rate=1.0)
+    rows = verify_rows([problem], responses, default("dataset"), random.Random(0), garble_rate=1.0, own_errors=1)
     tf = {r["prompt"].split("A: ", 1)[1].removesuffix("\nCorrect? "): r["completion"] for r in rows
           if r["prompt"].endswith("Correct? ")}
     assert len(tf) == 2 and tf[right] == "yes"

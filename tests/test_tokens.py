@@ -79,7 +79,7 @@ def organism_rows(dataset: DatasetSchema) -> list[dict[str, str]]:
     problems = teaching_task(dataset).problems(8, dataset, 0)
     responses = [[f"{p.answer}\n#### {p.answer}", "1 + 1 = 3\n#### 3"] for p in problems]
     teach = default("model.teach", slip_rate=0.5)
-    return solve_rows(problems, dataset, teach, rng) + verify_rows(problems, responses, dataset, rng, 0.25)
+    return solve_rows(problems, dataset, teach, rng) + verify_rows(problems, responses, dataset, rng, 0.25, 1)
 
 
 def test_the_organism_trains_on_the_ids_trl_made_of_its_text_rows():

@@ -122,7 +122,7 @@ def garble(response: str, rng: random.Random) -> str:
 
 def verify_rows(
     problems: list[Problem], responses: list[list[str]], dataset: DatasetSchema, rng: random.Random,
-    garble_rate: float = 0.0, own_errors: int = 1,
+    garble_rate: float, own_errors: int,
 ) -> list[dict[str, str]]:
     """TF and QE verdicts on the model's own responses, in pairs from the same question.
 
