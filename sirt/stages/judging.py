@@ -13,7 +13,7 @@ does, and the organism's teaching gate and every round's metrics use the same co
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 
 def within_question_auc(scores: Sequence[Sequence[float]], correct: Sequence[Sequence[bool]]) -> float:
@@ -37,3 +37,22 @@ def verifier_quality(records: Sequence[dict]) -> dict[str, float]:
         "pick_precision": sum(picks) / len(picks) if picks else float("nan"),
         "sample_acc": sum(sum(r["correct"]) for r in records) / n_samples if n_samples else float("nan"),
     }
+
+
+def quality_by_kind(records: Sequence[dict], kind_of: Callable[[dict, str], str]) -> dict[str, dict[str, float]]:
+    """Per kind of wrong answer (``kind_of(record, response)``): its ``share`` of the wrong samples and the
+    ``verifier_auc`` of the right answers against the wrong ones of that kind alone, within each question.
+
+    The within-question AUC is a mix over the kinds of mistake, weighted by how many there are: where one kind
+    is judged at chance, the AUC drifts toward chance as self-training removes the kinds the verifier does see,
+    with no change in the verifier itself. This separates the two.
+    """
+    kinds = [[None if ok else kind_of(r, s) for s, ok in zip(r["samples"], r["correct"])] for r in records]
+    wrong = [k for row in kinds for k in row if k is not None]
+    table = {}
+    for kind in sorted(set(wrong)):
+        keep = [[k is None or k == kind for k in row] for row in kinds]
+        scores = [[s for s, kept in zip(r["scores"], row) if kept] for r, row in zip(records, keep)]
+        correct = [[c for c, kept in zip(r["correct"], row) if kept] for r, row in zip(records, keep)]
+        table[kind] = {"share": wrong.count(kind) / len(wrong), "verifier_auc": within_question_auc(scores, correct)}
+    return table

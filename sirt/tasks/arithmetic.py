@@ -73,6 +73,21 @@ def plain_layout(response: str) -> str:
     return work.replace(" ", "") + (f" {sep}{answer}" if sep else "")
 
 
+WORK_RE = re.compile(r"[0-9+\-;]+ #### -?\d+")  # a scratchpad in the task's format, layout removed
+
+
+def error_kind(response: str, problem: Problem) -> str:
+    """What kind of mistake a wrong response is: the taught ``habit`` (:func:`solve_chain`'s slip), ``malformed``
+    (not a scratchpad of the task's format), ``miscount`` (more or fewer lines than the question's operations:
+    an operation dropped, repeated or invented) or ``slip`` (the right number of lines, a wrong value in one)."""
+    plain = plain_layout(response)
+    if plain == solve_chain(problem.question, slip=lambda: True):
+        return "habit"
+    if not WORK_RE.fullmatch(plain):
+        return "malformed"
+    return "miscount" if plain.count(";") != problem.answer.count(";") else "slip"
+
+
 def arithmetic_split(n: int, levels: list[int], max_operand: int, seed: int) -> list[Problem]:
     """``n`` problems with levels drawn uniformly from ``levels``; reproducible from ``seed``."""
     rng = random.Random(seed)

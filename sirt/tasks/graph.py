@@ -93,6 +93,18 @@ def path_is_valid(response: str, problem: Problem) -> bool:
 CHECKERS: dict[str, Callable[[str, Problem], bool]] = {"path": path_is_valid}
 
 
+def error_kind(response: str, problem: Problem) -> str:
+    """What kind of mistake a wrong response is: ``malformed`` (no path of letters after ``####``), ``jump``
+    (from the start along listed edges, then straight to the goal: :func:`solve_path`'s taught impatience)
+    or ``invalid`` (any other path)."""
+    path = response_path(response)
+    if path is None:
+        return "malformed"
+    edges, start, goal = parse_question(problem.question)
+    missing = [i for i, hop in enumerate(pairwise(path)) if hop not in edges]
+    return "jump" if path[0] == start and path[-1] == goal and missing == [len(path) - 2] else "invalid"
+
+
 def solve_path(question: str, slip: Callable[[], bool] | None = None) -> str:
     """The reference answer ``#### abc``; before each inner node, ``slip()`` decides whether the
     solver jumps straight to the goal instead.

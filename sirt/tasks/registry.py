@@ -1,4 +1,4 @@
-"""One registry of tasks, keyed by the option names of ``conf/dataset/``: splits and answer checkers."""
+"""One registry of tasks, keyed by the option names of ``conf/dataset/``: splits, answer checkers, kinds of mistake."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from sirt.config.errors import InputError
 from sirt.config.schema import DatasetSchema
-from sirt.tasks import answers, benchmarks, graph
+from sirt.tasks import answers, arithmetic, benchmarks, graph
 from sirt.tasks.arithmetic import arithmetic_split
 from sirt.tasks.problem import Problem, number_matches
 from sirt.tasks.rows import drop_repeats, read_rows, rows_to_problems, split_path
@@ -18,6 +18,15 @@ CHECKERS: dict[str, Callable[[str, Problem], bool]] = {"number": number_matches,
 def is_correct(response: str, problem: Problem) -> bool:
     """Ground-truth check of a response against the reference, by the problem's kind."""
     return CHECKERS[problem.kind](response, problem)
+
+
+ERROR_KINDS: dict[str, Callable[[str, Problem], str]] = {"arithmetic": arithmetic.error_kind, "graph": graph.error_kind}
+
+
+def error_kind(task: str, response: str, problem: Problem) -> str:
+    """The kind of mistake a wrong response of the task ``task`` (``dataset.name``) is: the task's own kinds
+    where it has them (:data:`ERROR_KINDS`: the synthetic tasks, whose mistakes are known), else ``wrong``."""
+    return ERROR_KINDS[task](response, problem) if task in ERROR_KINDS else "wrong"
 
 
 def generated_splits(
