@@ -57,15 +57,16 @@ def job_summary(job_dir: Path) -> dict[str, Any] | None:
 
 
 def arm_name(job_dir: Path, cfg: DictConfig) -> str:
-    """The job's command-line overrides without ``seed=``: jobs that share it are seeds of one arm.
-    A job without Hydra's overrides file is named by what the table compares."""
+    """The job's command-line overrides without ``seed=``, sorted: jobs that share them, in whatever order they
+    were given (a sweep's own parameters come first), are seeds of one arm. A job without Hydra's overrides file
+    is named by what the table compares."""
     path = job_dir / ".hydra" / "overrides.yaml"
     if not path.exists():
         ext = cfg.external
         return f"schedule={cfg.schedule.name} external.source={ext.source} external.budget={ext.budget}"
     overrides = OmegaConf.to_container(OmegaConf.load(path))
     kept = [o for o in overrides if o.split("=")[0].lstrip("+~") != "seed" and not o.startswith("hydra.")]
-    return " ".join(kept) or "(defaults)"
+    return " ".join(sorted(kept)) or "(defaults)"
 
 
 def by_arm(jobs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

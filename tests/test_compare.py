@@ -41,6 +41,18 @@ def test_seeds_of_an_arm_are_pooled_and_the_verdict_reads_means(tmp_path):
     assert "| schedule=uniform | uniform | 64 | 2 | 0.3 ± 0 | 0.44 ± 0.05 |" in table
 
 
+def test_the_same_overrides_in_another_order_are_one_arm(tmp_path):
+    """A seed run later with the schedule on the command line (not the sweep's parameters) joins its arm."""
+    for num, (schedule, seed) in enumerate([("none", 0), ("none", 1), ("late", 0)]):
+        write_job(tmp_path, num, schedule, seed, [0.3, 0.4 + 0.02 * seed])
+        order = ["experiment=xi", f"schedule={schedule}"]
+        overrides = [*(order[::-1] if num == 1 else order), f"seed={seed}"]
+        OmegaConf.save(OmegaConf.create(overrides), tmp_path / str(num) / ".hydra" / "overrides.yaml")
+    arms = {a["schedule"]: a for a in compare(tmp_path)["arms"]}
+    assert arms["none"]["n_seeds"] == 2 and arms["none"]["acc_final"] == pytest.approx(0.41)
+    assert arms["none"]["arm"] == "experiment=xi schedule=none"
+
+
 def test_jobs_without_hydra_overrides_are_grouped_by_schedule_not_pooled(tmp_path):
     for num, schedule in enumerate(["none", "early", "late"]):
         write_job(tmp_path, num, schedule, 0, [0.3, 0.4])
