@@ -16,6 +16,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
 from omegaconf import OmegaConf
 
 from sirt.config.entry import Parser, refusals
@@ -65,11 +69,6 @@ def table(rounds: list[dict[str, Any]]) -> list[str]:
 
 def plot(rounds: list[dict[str, Any]], path: Path, title: str) -> None:
     """AUC per kind (and overall) against the round, above each kind's share of the wrong samples."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     kinds = sorted({k for r in rounds for k in r["kinds"]})
     t = [r["round"] for r in rounds]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from sirt.config.errors import InputError
 from sirt.config.schema import DatasetSchema
 from sirt.tasks import answers, arithmetic, benchmarks, graph
-from sirt.tasks.arithmetic import arithmetic_split
 from sirt.tasks.problem import Problem, number_matches
 from sirt.tasks.rows import drop_repeats, read_rows, rows_to_problems, split_path
 
@@ -47,7 +46,7 @@ def arithmetic_splits(cfg: DatasetSchema) -> tuple[list[Problem], list[Problem]]
     """The embedded arithmetic task: generated, or read from ``cfg.path`` when one is given."""
     if cfg.path is not None:
         return jsonl_splits(cfg)
-    return generated_splits(lambda n, seed: arithmetic_split(n, cfg.levels, cfg.max_operand, seed), cfg)
+    return generated_splits(lambda n, seed: arithmetic.arithmetic_split(n, cfg.levels, cfg.max_operand, seed), cfg)
 
 
 def graph_splits(cfg: DatasetSchema) -> tuple[list[Problem], list[Problem]]:
