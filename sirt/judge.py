@@ -16,10 +16,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
 from sirt.config.entry import Parser, refusals
@@ -71,7 +68,8 @@ def plot(rounds: list[dict[str, Any]], path: Path, title: str) -> None:
     """AUC per kind (and overall) against the round, above each kind's share of the wrong samples."""
     kinds = sorted({k for r in rounds for k in r["kinds"]})
     t = [r["round"] for r in rounds]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    fig = Figure(figsize=(7, 6), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True)
     top.plot(t, [r["verifier_auc"] for r in rounds], "k-o", label="all wrong answers")
     for k in kinds:
         top.plot(t, [r["kinds"].get(k, {}).get("verifier_auc", math.nan) for r in rounds], "--.", label=k)
@@ -84,9 +82,7 @@ def plot(rounds: list[dict[str, Any]], path: Path, title: str) -> None:
     bottom.set_xlabel("round")
     bottom.legend(fontsize=8, loc="upper left")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def judge(run_dir: Path, task: str | None = None) -> list[str]:

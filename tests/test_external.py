@@ -229,8 +229,9 @@ def test_retry_after_is_honoured_else_the_client_backs_off(stub, status, after, 
     stub.failures = [(status, headers)]
     assert teacher(stub.url, retries=2).respond(["q"]) == ["answer to q"]
     assert len(stub.seen) == 2
-    first, retry = stub.arrivals  # the wait is read between the two requests, as the server saw them: the
-    assert waited[0] <= retry - first < waited[1]  # client's start-up and a loaded host's lag stay outside it
+    # the wait is read between the two requests as the server saw them: the client's start-up stays outside it
+    first, retry = stub.arrivals
+    assert waited[0] <= retry - first < waited[1]
 
 
 def test_a_server_that_keeps_failing_gives_one_error_after_bounded_retries(stub):
