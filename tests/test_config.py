@@ -46,6 +46,7 @@ def test_default_config_is_valid():
         ("model.teach.gate_samples=1", "model.teach.gate_problems"),
         ("trainer.gradient_checkpointing=maybe", "trainer.gradient_checkpointing"),
         ("trainer.gradient_checkpointing=2", "trainer.gradient_checkpointing"),
+        ("trainer.sampling_strategy=sorted", "trainer.sampling_strategy"),
     ],
 )
 def test_bad_values_name_the_field(override, field):

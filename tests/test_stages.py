@@ -245,3 +245,29 @@ def test_quieting_third_parties_keeps_download_bars():
 
     quiet_third_party()
     assert not huggingface_hub.utils.are_progress_bars_disabled()
+
+
+def one_epoch(strategy: str, out: str) -> tuple[list[tuple[int, ...]], float]:
+    """The rows (as ids) one epoch of a round's SFT dataloader shows, and the share of its tokens that are padding."""
+    from sirt.models.load import tiny_llama
+
+    tokenizer, rng = char_tokenizer(), random.Random(0)
+    rows = [{"prompt": f"Q: {'1+' * rng.randint(1, 30)}1\nA: ", "completion": "1"} for _ in range(1024)]
+    model = tiny_llama(default("model.tiny", hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64),
+                       len(tokenizer), seed=0)
+    cfg = default("trainer", batch_size=16, sampling_strategy=strategy)
+    batches = list(training.trainer(model, tokenizer, rows, cfg, seed=0, lora=None, output_dir=out,
+                                    progress=False).get_train_dataloader())
+    shown = [tuple(ids[mask.bool()].tolist()) for b in batches
+             for ids, mask in zip(b["input_ids"], b["attention_mask"])]
+    real = sum(b["attention_mask"].sum().item() for b in batches)
+    return shown, 1 - real / sum(b["attention_mask"].numel() for b in batches)
+
+
+def test_grouped_batches_pad_less_and_still_show_every_row_once(tmp_path):
+    """``trainer.sampling_strategy=group_by_length``: an epoch shows the same rows as a random one, in batches of
+    like length, so far fewer of its tokens are padding."""
+    rows, padding = one_epoch("random", str(tmp_path))
+    grouped_rows, grouped_padding = one_epoch("group_by_length", str(tmp_path))
+    assert sorted(grouped_rows) == sorted(rows) and len(rows) == 1024 and grouped_rows != rows
+    assert padding > 0.3 and grouped_padding < padding / 4

@@ -19,7 +19,9 @@ from sirt.config.compose import CONF_DIR
 from sirt.config.errors import ConfigError
 from sirt.config.schema import Config, ModelSchema, TeacherSchema
 
+SAMPLING_STRATEGIES = ("random", "group_by_length")  # how SFT draws rows into batches (the HF Trainer's names)
 CHOICES = {  # fields whose values are a fixed set; the group fields below take conf/'s option names
+    "trainer.sampling_strategy": SAMPLING_STRATEGIES,
     "logger.mode": ("offline", "online", "disabled"),
     "keep_models": ("last", "all"),
     "model.dtype": ("auto", "float32", "bfloat16", "float16"),

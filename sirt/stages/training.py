@@ -98,6 +98,7 @@ def trainer(
         report_to=[],
         disable_tqdm=not progress,
         dataloader_num_workers=0,
+        train_sampling_strategy=cfg.sampling_strategy,
         **device_settings(dtype, gradient_checkpointing(cfg.gradient_checkpointing, model.num_parameters(),
                                                         torch.cuda.is_available())),
     )
