@@ -58,6 +58,7 @@ def test_real_models_bring_the_papers_sampling_and_training(model):
     assert (paper.trainer.lr, paper.trainer.max_length) == (1e-5, 1024)
     organism = composed()
     assert (organism.generation.max_new_tokens, organism.trainer.lr) == (48, 3e-5)  # trainer/organism: small steps
+    assert (organism.generation.top_p, paper.generation.top_p) == (0.8, 1.0)  # generation/organism: the nucleus
     chosen = composed(f"model={model}", "generation=default")
     assert chosen.generation.max_new_tokens == 48 and chosen.trainer.lr == 1e-5
 
