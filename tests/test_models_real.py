@@ -63,6 +63,16 @@ def test_real_models_bring_the_papers_sampling_and_training(model):
     assert chosen.generation.max_new_tokens == 48 and chosen.trainer.lr == 1e-5
 
 
+def test_the_gate_judges_answers_drawn_as_the_default_run_draws_them():
+    """The gate asks whether the verifier can pick among the answers a run samples, so it samples as the
+    default run does (the nucleus); phase 2 still learns from the full distribution, every kind of error."""
+    from sirt.loop import organism
+
+    run = validate(composed())
+    assert organism.gate_sampling() == run.generation and run.generation.top_p == 0.8
+    assert organism.teaching_settings()[1].top_p == 1.0
+
+
 def test_cfg_job_prints_the_composed_config():
     result = subprocess.run(sirt_command("train", "model=llama3_8b", "dataset=gsm8k", "--cfg", "job"), cwd=ROOT,
                             capture_output=True, text=True, timeout=120, env=OFFLINE)

@@ -39,7 +39,7 @@ from sirt.tasks.problem import Problem
 from sirt.tasks.registry import is_correct
 
 log = logging.getLogger(__name__)
-VERSION = 11  # bump when the teaching recipe changes, to invalidate caches
+VERSION = 12  # bump when the teaching recipe changes, to invalidate caches
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,17 @@ def verifier_formats() -> dict[str, VerifierSchema]:
 def teaching_settings() -> tuple[TrainerSchema, GenerationSchema]:
     """The SFT and sampling settings teaching starts from: the default files of their groups, as a run reads them."""
     return option("trainer", "default", TrainerSchema), option("generation", "default", GenerationSchema)
+
+
+def gate_sampling() -> GenerationSchema:
+    """How the gate samples the answers it judges: as the organism's rounds sample them (``generation/organism``).
+
+    Phase 2 is taught on the full distribution (every kind of error it can make), but the gate asks
+    whether the verifier can pick among the answers a run will draw; judged on the full distribution,
+    the arithmetic slips the nucleus leaves out decide the verdict, and the same model passes on one
+    draw of 16 samples and fails on the next.
+    """
+    return option("generation", "organism", GenerationSchema)
 
 
 def qe_rating(response: str, problem: Problem, n_ratings: int) -> int:
@@ -166,7 +177,7 @@ def organism_key(model_cfg: ModelSchema, dataset: DatasetSchema, held_out: set[s
     formats = {k: asdict(v) for k, v in verifier_formats().items()}
     task = {k: getattr(dataset, k) for k in teaching_task(dataset).fields}
     unseen = hashlib.sha256("\n".join(sorted(held_out)).encode()).hexdigest()
-    settings = [asdict(s) for s in teaching_settings()]
+    settings = [asdict(s) for s in (*teaching_settings(), gate_sampling())]
     blob = json.dumps([VERSION, asdict(model_cfg.tiny), asdict(model_cfg.teach), task, formats, settings, unseen],
                       sort_keys=True, default=asdict)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -187,7 +198,7 @@ def judge(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, problems: 
           dataset: DatasetSchema, n: int) -> dict[str, dict[str, float]]:
     """Verifier quality (:mod:`sirt.stages.judging`) of both formats on ``n`` fresh samples of each question."""
     prompts = [dataset.prompt_template.format(question=p.question) for p in problems]
-    samples = sample(model, tokenizer, prompts, teaching_settings()[1], n=n, desc="teach: gate")
+    samples = sample(model, tokenizer, prompts, gate_sampling(), n=n, desc="teach: gate")
     quality = {}
     for name, fmt in verifier_formats().items():
         flat = Verifier(tokenizer, fmt).score(model, [(p, s.text) for p, row in zip(prompts, samples) for s in row],
