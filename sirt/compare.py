@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from sirt.config.entry import Parser, refusals
 from sirt.runs.files import markdown_table, write_atomic
 from sirt.runs.rundir import failed_jobs, failed_lines, finished_job, no_completed_job, sweep_jobs
+from sirt.runs.seeds import mean_se
 from sirt.runs.tracker import command_run, group_of, job_order
 
 
@@ -85,9 +86,7 @@ def arms(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         arm = {"arm": name, "schedule": first["schedule"], "source": first["source"], "budget": first["budget"],
                "n_seeds": len(members), "seeds": sorted(j["seed"] for j in members)}
         for key in ("acc_initial", "acc_final", "U_s_final"):
-            values = [j[key] for j in members]
-            arm[key] = statistics.fmean(values)
-            arm[f"{key}_se"] = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else None
+            arm[key], arm[f"{key}_se"] = mean_se([j[key] for j in members])
         result.append(arm)
     return result
 

@@ -22,6 +22,7 @@ from sirt.config.entry import Parser, refusals
 from sirt.plan.curriculum import plot_levels
 from sirt.runs.files import markdown_table, read_jsonl
 from sirt.runs.rundir import failed_lines, finished_job, no_completed_job, sweep_jobs
+from sirt.runs.seeds import mean_se_text
 from sirt.runs.tracker import command_run, group_of
 
 COLUMNS = ["job", "dataset", "curriculum", "acc round 0", "acc final", "final acc per level",
@@ -47,10 +48,37 @@ def sweep_rows(sweep_dir: Path) -> list[list[str]]:
     return lines
 
 
+MEAN_COLUMNS = ["dataset", "curriculum", "jobs", "acc final", "final acc per level"]
+
+
+def mean_rows(sweep_dir: Path) -> list[list[str]]:
+    """One row of :data:`MEAN_COLUMNS` per dataset and curriculum: the final accuracy, overall and per level, as
+    the mean ± standard error over its jobs (the seeds of one curriculum)."""
+    finals: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for job in sweep_jobs(sweep_dir):
+        if (finished := finished_job(job)) is not None:
+            rows, cfg, _ = finished
+            finals[(cfg.dataset.name, cfg.curriculum.name)].append(rows[-1])
+    lines = []
+    for (dataset, name), rows in finals.items():
+        levels = sorted({lv for row in rows for lv in row.get("acc_level", {})}, key=int)
+        per_level = " ".join(f"L{lv}={mean_se_text([r['acc_level'][lv] for r in rows if lv in r['acc_level']])}"
+                             for lv in levels)
+        lines.append([dataset, name, str(len(rows)), mean_se_text([r["acc"] for r in rows]), per_level])
+    return lines
+
+
 def summarize_sweep(sweep_dir: Path) -> str:
     """Markdown: curriculum, final accuracy overall and per level, accepted samples per level, of each job;
-    draws every job's ``plots/levels.png`` on the way."""
-    return "\n".join([*markdown_table(COLUMNS, sweep_rows(sweep_dir)), *failed_lines(sweep_dir)])
+    then each curriculum's mean ± standard error over its jobs. Draws every job's ``plots/levels.png``."""
+    return report(sweep_dir, sweep_rows(sweep_dir))
+
+
+def report(sweep_dir: Path, rows: list[list[str]]) -> str:
+    """The jobs' table (``rows``), the curricula's means and the failed jobs, as printed."""
+    means = ["", "Per curriculum, mean ± standard error over its jobs (seeds):", "",
+             *markdown_table(MEAN_COLUMNS, mean_rows(sweep_dir))]
+    return "\n".join([*markdown_table(COLUMNS, rows), *means, *failed_lines(sweep_dir)])
 
 
 def log_to_wandb(sweep_dir: Path, rows: list[list[str]], figure: Path | None, project: str = "sirt",
@@ -140,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with refusals("curriculum"):
         rows = sweep_rows(args.sweep_dir)
-    print("\n".join([*markdown_table(COLUMNS, rows), *failed_lines(args.sweep_dir)]))
+    print(report(args.sweep_dir, rows))
     figure = plot_curricula(by_curriculum(args.sweep_dir), args.sweep_dir / "curricula.png", args.sweep_dir.name)
     if figure is not None:
         print(f"\ncurricula compared: {figure}")

@@ -190,6 +190,9 @@ def test_the_sweep_figure_compares_the_curricula(tmp_path, capsys):
     assert cli.accepted(groups["easy_to_hard"][0]) == {"1": 10, "2": 1}  # the last round's picks train nothing
     cli.main([str(sweep), "--no-wandb"])
     out = capsys.readouterr().out
-    assert out.count("| graph | easy_to_hard |") == 2 and "curricula compared: " in out
+    assert out.count("| graph | easy_to_hard | 0.300 |") == 2 and "curricula compared: " in out  # one row per job
+    # the seeds of a curriculum pooled: final acc 0.5 and 0.6 -> 0.550 ± 0.050; a single job has no spread
+    assert "| graph | easy_to_hard | 2 | 0.550 ± 0.050 | L1=0.725 ± 0.025 L2=0.350 ± 0.050 |" in out
+    assert "| graph | mixture | 1 | 0.400 | L1=0.650 L2=0.200 |" in out
     assert (sweep / "curricula.png").stat().st_size > 10_000 and not (sweep / "wandb").exists()
     assert cli.plot_curricula({}, tmp_path / "none.png", "empty") is None
