@@ -29,36 +29,37 @@ COLUMNS = ["job", "dataset", "curriculum", "acc round 0", "acc final", "final ac
            "accepted samples per level"]
 
 
-def sweep_rows(sweep_dir: Path) -> list[list[str]]:
+def finished_jobs(sweep_dir: Path) -> list[tuple[Path, list[dict[str, Any]], Any]]:
+    """Each job with committed rounds: its folder, metrics rows and config (read once for every table)."""
+    jobs = [(job, *finished[:2]) for job in sweep_jobs(sweep_dir) if (finished := finished_job(job)) is not None]
+    if not jobs:
+        raise no_completed_job(sweep_dir)
+    return jobs
+
+
+def sweep_rows(jobs: list[tuple[Path, list[dict[str, Any]], Any]]) -> list[list[str]]:
     """One row of :data:`COLUMNS` per job: curriculum, accuracy at round 0 and at the end, final accuracy and
     accepted samples per level; draws every job's ``plots/levels.png`` on the way."""
     lines = []
-    for job in sweep_jobs(sweep_dir):
-        if (finished := finished_job(job)) is None:
-            continue
-        rows, cfg, _ = finished
+    for job, rows, cfg in jobs:
         plot_levels(rows, job / "plots" / "levels.png", f"{cfg.dataset.name}, {cfg.curriculum.name}")
         final = rows[-1]
         per_level = " ".join(f"L{lv}={acc:.3f}" for lv, acc in final.get("acc_level", {}).items())
         data = " ".join(f"L{lv}={k}" for lv, k in sorted(accepted(rows).items(), key=lambda kv: int(kv[0])))
         lines.append([job.name, cfg.dataset.name, cfg.curriculum.name, f"{rows[0]['acc']:.3f}", f"{final['acc']:.3f}",
                       per_level, data])
-    if not lines:
-        raise no_completed_job(sweep_dir)
     return lines
 
 
 MEAN_COLUMNS = ["dataset", "curriculum", "jobs", "acc final", "final acc per level"]
 
 
-def mean_rows(sweep_dir: Path) -> list[list[str]]:
+def mean_rows(jobs: list[tuple[Path, list[dict[str, Any]], Any]]) -> list[list[str]]:
     """One row of :data:`MEAN_COLUMNS` per dataset and curriculum: the final accuracy, overall and per level, as
     the mean ± standard error over its jobs (the seeds of one curriculum)."""
     finals: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for job in sweep_jobs(sweep_dir):
-        if (finished := finished_job(job)) is not None:
-            rows, cfg, _ = finished
-            finals[(cfg.dataset.name, cfg.curriculum.name)].append(rows[-1])
+    for _, rows, cfg in jobs:
+        finals[(cfg.dataset.name, cfg.curriculum.name)].append(rows[-1])
     lines = []
     for (dataset, name), rows in finals.items():
         levels = sorted({lv for row in rows for lv in row.get("acc_level", {})}, key=int)
@@ -71,14 +72,15 @@ def mean_rows(sweep_dir: Path) -> list[list[str]]:
 def summarize_sweep(sweep_dir: Path) -> str:
     """Markdown: curriculum, final accuracy overall and per level, accepted samples per level, of each job;
     then each curriculum's mean ± standard error over its jobs. Draws every job's ``plots/levels.png``."""
-    return report(sweep_dir, sweep_rows(sweep_dir))
+    return report(sweep_dir, finished_jobs(sweep_dir))[0]
 
 
-def report(sweep_dir: Path, rows: list[list[str]]) -> str:
-    """The jobs' table (``rows``), the curricula's means and the failed jobs, as printed."""
+def report(sweep_dir: Path, jobs: list[tuple[Path, list[dict[str, Any]], Any]]) -> tuple[str, list[list[str]]]:
+    """The text as printed (the jobs' table, the curricula's means, the failed jobs) and the jobs' rows."""
+    rows = sweep_rows(jobs)
     means = ["", "Per curriculum, mean ± standard error over its jobs (seeds):", "",
-             *markdown_table(MEAN_COLUMNS, mean_rows(sweep_dir))]
-    return "\n".join([*markdown_table(COLUMNS, rows), *means, *failed_lines(sweep_dir)])
+             *markdown_table(MEAN_COLUMNS, mean_rows(jobs))]
+    return "\n".join([*markdown_table(COLUMNS, rows), *means, *failed_lines(sweep_dir)]), rows
 
 
 def log_to_wandb(sweep_dir: Path, rows: list[list[str]], figure: Path | None, project: str = "sirt",
@@ -167,8 +169,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mode", default="offline", choices=["offline", "online"], help="W&B mode (default: offline)")
     args = parser.parse_args(argv)
     with refusals("curriculum"):
-        rows = sweep_rows(args.sweep_dir)
-    print(report(args.sweep_dir, rows))
+        text, rows = report(args.sweep_dir, finished_jobs(args.sweep_dir))
+    print(text)
     figure = plot_curricula(by_curriculum(args.sweep_dir), args.sweep_dir / "curricula.png", args.sweep_dir.name)
     if figure is not None:
         print(f"\ncurricula compared: {figure}")
