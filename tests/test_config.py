@@ -42,6 +42,7 @@ def test_default_config_is_valid():
         ("schedule=custom", "schedule.eta"),  # 10 shares but rounds=3 below
         ("generation.n_samples=many", "n_samples"),
         ("trainer.verifier_replay=1.0", "trainer.verifier_replay"),
+        ("trainer.solver_replay=-0.1", "trainer.solver_replay"),
         ("threads=-1", "threads"),
         ("model.teach.gate_samples=1", "model.teach.gate_problems"),
         ("trainer.gradient_checkpointing=maybe", "trainer.gradient_checkpointing"),
@@ -68,15 +69,19 @@ def test_gradient_checkpointing_is_auto_unless_forced():
     assert validate(composed("trainer.gradient_checkpointing=false")).trainer.gradient_checkpointing is False
 
 
-def test_the_organism_replays_its_verdicts_and_real_models_do_not():
-    assert validate(composed()).trainer.verifier_replay == 0.25  # model=tiny chooses trainer=organism
+def test_the_organism_replays_its_teaching_and_real_models_do_not():
+    trainer = validate(composed()).trainer  # model=tiny chooses trainer=organism
+    assert (trainer.verifier_replay, trainer.solver_replay) == (0.125, 0.25)
     for model in ("hf model.name_or_path=/tmp", "smollm2_135m", "llama3_8b"):
         name, *rest = model.split()
         cfg = composed(f"model={name}", *rest)
-        assert cfg.trainer.verifier_replay == 0
+        assert cfg.trainer.verifier_replay == 0 == cfg.trainer.solver_replay
         assert cfg.trainer.lr == (3e-4 if name == "smollm2_135m" else 1e-5)  # the model's own trainer group
-    with pytest.raises(ConfigError, match=r"trainer\.verifier_replay"):
-        validate(composed("model=hf", "model.name_or_path=/tmp", "trainer.verifier_replay=0.25"))
+    for field in ("verifier_replay", "solver_replay"):
+        with pytest.raises(ConfigError, match=rf"trainer\.{field}=0.25: replays the organism's teaching"):
+            validate(composed("model=hf", "model.name_or_path=/tmp", f"trainer.{field}=0.25"))
+    with pytest.raises(ConfigError, match=r"trainer\.solver_replay=0.5: .* leave room for the picks"):
+        validate(composed("trainer.verifier_replay=0.5", "trainer.solver_replay=0.5"))
 
 
 @pytest.mark.parametrize(

@@ -46,8 +46,9 @@ def test_micro_run_writes_the_run_directory(tmp_path, micro_loop):
         assert r["G"] == pytest.approx(r["U_s"] - r["U_v"])
         assert 0.0 <= r["acc"] <= 1.0 and 0.0 <= r["acceptance"] <= 1.0
     assert "train" in metrics[1]["seconds"] and "train" not in metrics[0]["seconds"]
-    picks = metrics[0]["n_selected"]  # the organism's rounds replay its teaching verdicts: a quarter of the rows
-    assert metrics[1]["n_train_rows"] == picks + round(picks * 0.25 / 0.75)
+    picks = metrics[0]["n_selected"]  # the organism's rounds replay its teaching: verdicts (an eighth of the rows)
+    total = picks / (1 - 0.125 - 0.25)  # and worked solutions (a quarter)
+    assert metrics[1]["n_train_rows"] == picks + round(total * 0.125) + round(total * 0.25)
     selections = [json.loads(x) for x in (run_dir / "rounds/0/selections.jsonl").read_text().splitlines()]
     assert len(selections) == 8 and all(len(s["samples"]) == 4 == len(s["scores"]) for s in selections)
     assert all((run_dir / f"rounds/{t}/selections.jsonl").exists() for t in (1, 2))
@@ -125,3 +126,24 @@ def test_a_verifier_below_the_gate_never_enters_a_run(tmp_path, micro_loop, cach
         micro_loop(tmp_path / "run2", *gate)
     assert f"sirt.train: {again.value}" == message
     assert time.time() - start < 60
+
+
+def test_the_organism_caches_the_teaching_its_rounds_replay(cache_dir, micro_loop, tmp_path):
+    """Phase 1's worked solutions (the habit and layout at their taught rates) and phase 2's verdicts sit beside the
+    taught organism, one file per trainer share that replays them."""
+    from sirt.loop.organism import REPLAYS
+    from sirt.tasks.arithmetic import plain_layout, solve_chain
+
+    micro_loop(tmp_path / "run", "rounds=1", "logger=none", "fit.enabled=false")
+    (organism,) = (cache_dir / "sirt" / "organism").iterdir()
+    solutions, verdicts = (rows_of(organism / REPLAYS[f]) for f in ("solver_replay", "verifier_replay"))
+    assert 300 < len(solutions) <= 400  # debug=micro's 400 solve problems, less the held-out questions
+    assert all(r["prompt"].startswith("Q: ") and r["prompt"].endswith("\nA: ") for r in solutions)
+    questions = [r["prompt"][3:-4] for r in solutions]
+    assert all(plain_layout(r["completion"]) == plain_layout(solve_chain(q)) for q, r in zip(questions, solutions)
+               if q.count("+") + q.count("-") < 3)  # levels 1-2 have no chance of the habit: the reference
+    assert {r["completion"] for r in verdicts} >= {"yes", "no"}  # the TF verdicts (and QE ratings) of phase 2
+
+
+def rows_of(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]

@@ -271,3 +271,18 @@ def test_grouped_batches_pad_less_and_still_show_every_row_once(tmp_path):
     grouped_rows, grouped_padding = one_epoch("group_by_length", str(tmp_path))
     assert sorted(grouped_rows) == sorted(rows) and len(rows) == 1024 and grouped_rows != rows
     assert padding > 0.3 and grouped_padding < padding / 4
+
+
+def test_replayed_teaching_makes_up_its_shares_of_a_round():
+    from sirt.loop.trainer import with_replay
+
+    picks = [{"prompt": f"p{i}", "completion": "pick"} for i in range(300)]
+    pools = {"verifier_replay": [{"prompt": f"v{i}", "completion": "yes"} for i in range(1000)],
+             "solver_replay": [{"prompt": f"s{i}", "completion": "work"} for i in range(1000)]}
+    rows = with_replay(picks, pools, {"verifier_replay": 0.125, "solver_replay": 0.25}, random.Random(0))
+    kinds = [r["completion"] for r in rows]
+    assert rows[:300] == picks and (kinds.count("yes"), kinds.count("work")) == (60, 120)  # 480 rows: 1/8 and 1/4
+    alone = with_replay(picks, pools, {"verifier_replay": 0.25, "solver_replay": 0.0}, random.Random(0))
+    old = picks + random.Random(0).sample(pools["verifier_replay"], round(300 * 0.25 / 0.75))
+    assert alone == old  # verdicts alone are drawn as before the solutions were replayed: old runs resume alike
+    assert with_replay(picks, {}, {"verifier_replay": 0.25, "solver_replay": 0.25}, random.Random(0)) == picks

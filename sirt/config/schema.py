@@ -167,6 +167,7 @@ class TrainerSchema:
     restart_from_base: bool
     lora: bool
     verifier_replay: float
+    solver_replay: float
     gradient_checkpointing: bool | str  # auto | true | false
     master_device: str  # auto | cpu | same: where a bf16/fp16 model's fp32 master weights live
     sampling_strategy: str  # random | group_by_length: how rows are drawn into batches

@@ -102,10 +102,15 @@ def _checks(c: Config) -> None:
     _check(c.model.lora.r >= 1, "model.lora.r", c.model.lora.r, "LoRA rank must be >= 1")
     _check(c.external.budget >= 0, "external.budget", c.external.budget, "must be >= 0")
     _check_dataset(c)
-    _check(0 <= c.trainer.verifier_replay < 1, "trainer.verifier_replay", c.trainer.verifier_replay,
-           "must be in [0, 1)")
-    _check(c.trainer.verifier_replay == 0 or not c.model.name_or_path, "trainer.verifier_replay",
-           c.trainer.verifier_replay, "replays the organism's teaching verdicts; must be 0 for a named model")
+    for name, what in (("verifier_replay", "verdicts"), ("solver_replay", "worked solutions")):
+        share = getattr(c.trainer, name)
+        _check(0 <= share < 1, f"trainer.{name}", share, "must be in [0, 1)")
+        _check(share == 0 or not c.model.name_or_path, f"trainer.{name}", share,
+               f"replays the organism's teaching {what}; must be 0 for a named model")
+    replay = c.trainer.verifier_replay + c.trainer.solver_replay
+    _check(replay < 1, "trainer.solver_replay", c.trainer.solver_replay,
+           f"with trainer.verifier_replay {c.trainer.verifier_replay} the replays must leave room for the picks "
+           "(their sum below 1)")
     if not c.model.name_or_path:
         _check_organism(c.model)
     _check(c.fit.forecast_k >= 3, "fit.forecast_k", c.fit.forecast_k, "must be >= 3")

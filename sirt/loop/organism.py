@@ -39,7 +39,7 @@ from sirt.tasks.problem import Problem
 from sirt.tasks.registry import is_correct
 
 log = logging.getLogger(__name__)
-VERSION = 12  # bump when the teaching recipe changes, to invalidate caches
+VERSION = 13  # bump when the teaching recipe changes, to invalidate caches
 
 
 @dataclass(frozen=True)
@@ -237,12 +237,13 @@ def verification_course(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
     return rows, verdicts, accuracy
 
 
-def teach(model_cfg: ModelSchema, dataset: DatasetSchema, held_out: set[str]) -> tuple[PreTrainedModel, dict, list]:
+def teach(model_cfg: ModelSchema, dataset: DatasetSchema,
+          held_out: set[str]) -> tuple[PreTrainedModel, dict, dict[str, list[dict[str, str]]]]:
     """Build the tiny LM, teach it to solve (phase 1), to judge its own answers (phase 2), and gate
     the verifier on held-out teaching questions (more phase-2 steps while it falls short).
 
     Returns the model, the teaching stats (``gate`` holds every measurement, ``passed`` the verdict)
-    and phase 2's verdict rows (replayed in the rounds: ``trainer.verifier_replay``).
+    and the rows the rounds may replay (:data:`REPLAYS`): phase 1's worked solutions and phase 2's verdicts.
     """
     t = model_cfg.teach
     rng = random.Random(t.seed)
@@ -262,7 +263,8 @@ def teach(model_cfg: ModelSchema, dataset: DatasetSchema, held_out: set[str]) ->
         return stats
 
     log.info("teaching the organism to solve: %d problems, %d steps (once; cached)", len(solve_set), t.solve_steps)
-    stats = {"solve": phase(solve_rows(solve_set, dataset, t, rng), t.solve_steps, t.lr)}
+    solutions = solve_rows(solve_set, dataset, t, rng)
+    stats = {"solve": phase(solutions, t.solve_steps, t.lr)}
     rows, verdicts, stats["solver_accuracy_on_teaching_samples"] = verification_course(
         model, tokenizer, verify_set, solve_set, dataset, generation, t, rng)
     log.info("teaching the organism to verify: %d verdicts on its own answers, %d steps", len(verdicts),
@@ -278,7 +280,7 @@ def teach(model_cfg: ModelSchema, dataset: DatasetSchema, held_out: set[str]) ->
         if not failures:
             break
     stats["passed"], stats["failures"] = not failures, failures
-    return model, stats, verdicts
+    return model, stats, {"solver_replay": solutions, "verifier_replay": verdicts}
 
 
 def gate_message(stats: dict, path: Path) -> str:
@@ -303,9 +305,12 @@ def gate_summary(path: Path) -> dict[str, float]:
     return {f"organism/{fmt}/{k}": v for fmt, q in gate[-1].items() for k, v in q.items()}
 
 
-def verdict_rows(path: Path) -> list[dict[str, str]]:
-    """Phase 2's verdict rows of a cached organism, for ``trainer.verifier_replay``."""
-    return read_jsonl(path / "verdicts.jsonl")
+REPLAYS = {"solver_replay": "solutions.jsonl", "verifier_replay": "verdicts.jsonl"}  # trainer field: cached rows
+
+
+def replay_rows(path: Path, field: str) -> list[dict[str, str]]:
+    """The teaching rows of a cached organism that ``trainer.<field>`` replays (:data:`REPLAYS`)."""
+    return read_jsonl(path / REPLAYS[field])
 
 
 def load_model(
@@ -325,11 +330,12 @@ def load_organism(
     """
     path = organism_path(model_cfg, dataset, held_out)
     if not (path / "config.json").exists():
-        model, stats, verdicts = teach(model_cfg, dataset, held_out)
+        model, stats, replays = teach(model_cfg, dataset, held_out)
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
         save(model, char_tokenizer(), tmp)
         (tmp / "teaching.json").write_text(json.dumps(stats, indent=2))
-        (tmp / "verdicts.jsonl").write_text(to_jsonl(verdicts))
+        for field, rows in replays.items():
+            (tmp / REPLAYS[field]).write_text(to_jsonl(rows))
         shutil.rmtree(path, ignore_errors=True)
         os.replace(tmp, path)  # atomic: a killed teaching never leaves a half-written cache entry
         log.info("organism cached at %s", path)

@@ -20,7 +20,7 @@ import torch
 from sirt.config.errors import ConfigError
 from sirt.config.schema import Config
 from sirt.loop.checks import check_adapter, config_hash, resume_state
-from sirt.loop.organism import gate_summary, load_model, organism_path, verdict_rows
+from sirt.loop.organism import REPLAYS, gate_summary, load_model, organism_path, replay_rows
 from sirt.loop.preflight import require as require_preflight
 from sirt.loop.ranks import World, world
 from sirt.loop.round import Stopwatch, one_round, round_row, seed_round, train_rows
@@ -54,12 +54,20 @@ def train_model(model, tokenizer, rows: list[dict[str, str]], config: Config, t:
                         dtype=config.model.dtype, adapter_dir=adapter_dir)
 
 
-def with_replay(rows: list[dict], replay: list[dict[str, str]], share: float, rng: random.Random) -> list[dict]:
-    """``rows`` and verdict rows making up a share ``share`` of them (``trainer.verifier_replay``: the organism
-    only; a deviation from paper 1, which trains on the picks alone)."""
-    if share <= 0 or not rows or not replay:
+def with_replay(rows: list[dict], replays: dict[str, list[dict[str, str]]], shares: dict[str, float],
+                rng: random.Random) -> list[dict]:
+    """``rows`` and teaching rows of the organism, each pool making up its share of the result
+    (``trainer.verifier_replay``, ``trainer.solver_replay``: the organism only; a deviation from paper 1,
+    which trains on the picks alone)."""
+    replays = {field: pool for field, pool in replays.items() if pool and shares[field] > 0}
+    if not rows or not replays:
         return rows
-    return rows + rng.sample(list(replay), min(len(replay), round(len(rows) * share / (1 - share))))
+    total = len(rows) / (1 - sum(shares[field] for field in replays))
+    out = list(rows)
+    for field in sorted(replays, key=list(REPLAYS).index):  # one fixed order: the draws replay on resume
+        pool = replays[field]
+        out += rng.sample(list(pool), min(len(pool), round(total * shares[field])))
+    return out
 
 
 class Trainer:
@@ -121,6 +129,7 @@ class Trainer:
         self.model, self.tokenizer = self.first_model()
         check_adapter(self.model, c)  # a named model's layer names are known once it loads: before any sampling
         self.gate, self.replay = self.organism_teaching()
+        self.replay_shares = {field: getattr(c.trainer, field) for field in REPLAYS}
         self.posed = posed_config(c, self.tokenizer, shots)  # the rounds' prompts and stops; c itself is the run's id
         if self.start == 0:  # what a new model can get wrong, before any sampling (random state kept)
             require_preflight(self.model, self.tokenizer, self.posed, self.train_split)
@@ -144,14 +153,15 @@ class Trainer:
         self.world.barrier()
         return loaded if self.world.main else self.load_base()
 
-    def organism_teaching(self) -> tuple[dict[str, float], list[dict[str, str]]]:
-        """The organism's gate figures (for the W&B summary) and, when rounds replay them
-        (``trainer.verifier_replay``), its teaching verdicts; nothing for a named model."""
+    def organism_teaching(self) -> tuple[dict[str, float], dict[str, list[dict[str, str]]]]:
+        """The organism's gate figures (for the W&B summary) and the teaching rows its rounds replay
+        (``trainer.verifier_replay``, ``trainer.solver_replay``); nothing for a named model."""
         c = self.config
         if c.model.name_or_path:
-            return {}, []
+            return {}, {}
         path = organism_path(c.model, c.dataset, self.held_out)
-        return gate_summary(path), verdict_rows(path) if c.trainer.verifier_replay > 0 else []
+        return gate_summary(path), {field: replay_rows(path, field) for field in REPLAYS
+                                    if getattr(c.trainer, field) > 0}
 
     def make_teacher(self):
         """The external source's teacher, where it needs one and a round left to run uses it (with
@@ -172,7 +182,7 @@ class Trainer:
         rows so far, with ``trainer.restart_from_base``)."""
         with clock("train"):
             rows, used, rng = train_rows(self.run, self.config, t, self.ext, self.teacher)
-            rows = with_replay(rows, self.replay, self.config.trainer.verifier_replay, rng)
+            rows = with_replay(rows, self.replay, self.replay_shares, rng)
             if self.config.trainer.restart_from_base:
                 self.model, _ = self.load_base()  # the tokenizer is the run's own
             adapter_dir = self.run.adapter_dir(t) if self.world.main else None
