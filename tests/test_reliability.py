@@ -292,3 +292,10 @@ def test_a_data_path_without_split_is_refused():
 ])
 def test_config_mistakes_exit_2_in_one_line(tmp_path, overrides, named):
     assert named in refusal(train(tmp_path / "run", *overrides))
+
+
+def test_a_task_too_small_for_the_teaching_is_refused_before_it_starts(micro_loop, tmp_path):
+    """Operands 1..2 at levels 1-2 give a few dozen questions: after the run's own train and test questions are
+    taken out of 464 draws, none is left for phase 2. One line naming the fields, before any teaching step."""
+    with pytest.raises(InputError, match=r"model\.teach\.solve_problems=400: .* none left for phase 2"):
+        micro_loop(tmp_path / "run", *RUN[len(MICRO):], "dataset.max_operand=2")

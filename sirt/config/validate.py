@@ -102,15 +102,7 @@ def _checks(c: Config) -> None:
     _check(c.model.lora.r >= 1, "model.lora.r", c.model.lora.r, "LoRA rank must be >= 1")
     _check(c.external.budget >= 0, "external.budget", c.external.budget, "must be >= 0")
     _check_dataset(c)
-    for name, what in (("verifier_replay", "verdicts"), ("solver_replay", "worked solutions")):
-        share = getattr(c.trainer, name)
-        _check(0 <= share < 1, f"trainer.{name}", share, "must be in [0, 1)")
-        _check(share == 0 or not c.model.name_or_path, f"trainer.{name}", share,
-               f"replays the organism's teaching {what}; must be 0 for a named model")
-    replay = c.trainer.verifier_replay + c.trainer.solver_replay
-    _check(replay < 1, "trainer.solver_replay", c.trainer.solver_replay,
-           f"with trainer.verifier_replay {c.trainer.verifier_replay} the replays must leave room for the picks "
-           "(their sum below 1)")
+    _check_replay(c)
     if not c.model.name_or_path:
         _check_organism(c.model)
     _check(c.fit.forecast_k >= 3, "fit.forecast_k", c.fit.forecast_k, "must be >= 3")
@@ -223,6 +215,19 @@ def check_teacher(raw: dict) -> TeacherSchema:
     need(cfg.timeout > 0, "timeout", "seconds per request, must be > 0")
     need(cfg.retries >= 0, "retries", "must be >= 0 (0 = one try)")
     return cfg
+
+
+def _check_replay(c: Config) -> None:
+    """The shares of a round that replay the organism's teaching: each in [0, 1), room left for the picks."""
+    for name, what in (("verifier_replay", "verdicts"), ("solver_replay", "worked solutions")):
+        share = getattr(c.trainer, name)
+        _check(0 <= share < 1, f"trainer.{name}", share, "must be in [0, 1)")
+        _check(share == 0 or not c.model.name_or_path, f"trainer.{name}", share,
+               f"replays the organism's teaching {what}; must be 0 for a named model")
+    replay = c.trainer.verifier_replay + c.trainer.solver_replay
+    _check(replay < 1, "trainer.solver_replay", c.trainer.solver_replay,
+           f"with trainer.verifier_replay {c.trainer.verifier_replay} the replays must leave room for the picks "
+           "(their sum below 1)")
 
 
 def _check_organism(model: ModelSchema) -> None:

@@ -237,6 +237,17 @@ def verification_course(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
     return rows, verdicts, accuracy
 
 
+def teaching_sets(dataset: DatasetSchema, t: TeachSchema, held_out: set[str]) -> tuple[list[Problem], list[Problem]]:
+    """Phase 1's and phase 2's questions: the teaching seed's draws of the task, less the run's own questions."""
+    n_teach = t.solve_problems + t.verify_problems
+    pool = [p for p in teaching_task(dataset).problems(n_teach, dataset, t.seed) if p.question not in held_out]
+    if len(pool) <= t.solve_problems:
+        raise InputError(f"model.teach.solve_problems={t.solve_problems}: of {n_teach} teaching draws only {len(pool)} "
+                         "fall outside the run's train and test questions, none left for phase 2's verify_problems; "
+                         "draw from a larger task (dataset.levels, dataset.max_operand) or teach on fewer problems")
+    return pool[: t.solve_problems], pool[t.solve_problems :]
+
+
 def teach(model_cfg: ModelSchema, dataset: DatasetSchema,
           held_out: set[str]) -> tuple[PreTrainedModel, dict, dict[str, list[dict[str, str]]]]:
     """Build the tiny LM, teach it to solve (phase 1), to judge its own answers (phase 2), and gate
@@ -249,9 +260,7 @@ def teach(model_cfg: ModelSchema, dataset: DatasetSchema,
     rng = random.Random(t.seed)
     tokenizer = char_tokenizer()
     model = tiny_llama(model_cfg.tiny, len(tokenizer), seed=t.seed)
-    n_teach = t.solve_problems + t.verify_problems
-    pool = [p for p in teaching_task(dataset).problems(n_teach, dataset, t.seed) if p.question not in held_out]
-    solve_set, verify_set = pool[: t.solve_problems], pool[t.solve_problems :]
+    solve_set, verify_set = teaching_sets(dataset, t, held_out)
     gate_set = gate_problems(t.gate_problems, dataset, t.seed, held_out)
     trainer, generation = teaching_settings()
 
