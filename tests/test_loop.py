@@ -100,7 +100,8 @@ def test_restart_from_base_keeps_the_external_items_of_earlier_rounds(tmp_path, 
     again (gold items included) and round 1's picks."""
     run_dir = tmp_path / "run"
     result = train(run_dir, "logger=none", "fit.enabled=false", "trainer.restart_from_base=true", "schedule=early",
-                   "external.budget=8", "verifier.sigma=1.0", "trainer.verifier_replay=0")  # sigma 1: no picks
+                   "external.budget=8", "verifier.sigma=1.0", "trainer.verifier_replay=0",
+                   "trainer.solver_replay=0")  # sigma 1: no picks, and no replayed teaching
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = rows(run_dir)
     assert metrics[1]["ext_used"] == 8 and metrics[1]["n_train_rows"] == 8  # every prompt's gold solution
@@ -128,14 +129,15 @@ def test_a_verifier_below_the_gate_never_enters_a_run(tmp_path, micro_loop, cach
     assert time.time() - start < 60
 
 
-def test_the_organism_caches_the_teaching_its_rounds_replay(cache_dir, micro_loop, tmp_path):
+def test_the_organism_caches_the_teaching_its_rounds_replay(micro_loop, tmp_path, monkeypatch):
     """Phase 1's worked solutions (the habit and layout at their taught rates) and phase 2's verdicts sit beside the
     taught organism, one file per trainer share that replays them."""
     from sirt.loop.organism import REPLAYS
     from sirt.tasks.arithmetic import plain_layout, solve_chain
 
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # this run's organism alone
     micro_loop(tmp_path / "run", "rounds=1", "logger=none", "fit.enabled=false")
-    (organism,) = (cache_dir / "sirt" / "organism").iterdir()
+    (organism,) = (tmp_path / "cache" / "sirt" / "organism").iterdir()
     solutions, verdicts = (rows_of(organism / REPLAYS[f]) for f in ("solver_replay", "verifier_replay"))
     assert 300 < len(solutions) <= 400  # debug=micro's 400 solve problems, less the held-out questions
     assert all(r["prompt"].startswith("Q: ") and r["prompt"].endswith("\nA: ") for r in solutions)
