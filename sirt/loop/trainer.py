@@ -59,15 +59,12 @@ def with_replay(rows: list[dict], replays: dict[str, list[dict[str, str]]], shar
     """``rows`` and teaching rows of the organism, each pool making up its share of the result
     (``trainer.verifier_replay``, ``trainer.solver_replay``: the organism only; a deviation from paper 1,
     which trains on the picks alone)."""
-    replays = {field: pool for field, pool in replays.items() if pool and shares[field] > 0}
-    if not rows or not replays:
+    used = [field for field in REPLAYS if replays.get(field) and shares[field] > 0]  # REPLAYS' order: draws replay
+    if not rows or not used:
         return rows
-    total = len(rows) / (1 - sum(shares[field] for field in replays))
-    out = list(rows)
-    for field in sorted(replays, key=list(REPLAYS).index):  # one fixed order: the draws replay on resume
-        pool = replays[field]
-        out += rng.sample(list(pool), min(len(pool), round(total * shares[field])))
-    return out
+    total = len(rows) / (1 - sum(shares[field] for field in used))
+    return rows + [row for field in used
+                   for row in rng.sample(list(replays[field]), min(len(replays[field]), round(total * shares[field])))]
 
 
 class Trainer:
